@@ -1,0 +1,246 @@
+/**
+ * The envelope: what a sender puts around a payload so that only the chosen recipients can read
+ * it and each of them knows who sent it. Modelled on age's X25519 recipient stanzas and on HPKE's
+ * authenticated mode (RFC 9180 §5.1.3), built from Node's primitives only.
+ *
+ *   fileKey       = 32 random bytes, fresh per transfer
+ *   per recipient R, with a fresh ephemeral X25519 key E:
+ *     transcript  = H(label ‖ transferId ‖ E.pub ‖ S.agreePub ‖ R.agreePub ‖ S.id ‖ R.id)
+ *     wrapKey     = HKDF(X25519(E, R) ‖ X25519(S, R), salt = transcript, "sft/v1 wrap key")
+ *     wrappedKey  = AES-256-GCM(wrapKey, nonce = 0, fileKey)
+ *   headerKey     = HKDF(fileKey, salt = transferId, "sft/v1 header key")
+ *   payloadKey    = HKDF(fileKey, salt = transferId, "sft/v1 payload key")
+ *   header        = AES-256-GCM(headerKey, nonce = 0, JSON(names, sizes, modes))
+ *   signature     = Ed25519(S.sign, offer transcript)   — over every clear field and stanza
+ *
+ * Why both agreements: X25519(E, R) gives forward secrecy against a later theft of S's key;
+ * X25519(S, R) authenticates the sender implicitly, so only S (or R) could have made the stanza.
+ * The signature then binds the whole offer, including the ciphertext sizes the relay enforces,
+ * to S's identity. A zero nonce is safe: every key it is used with is used exactly once.
+ */
+import {
+  KEY_BYTES,
+  Labels,
+  NONCE_BYTES,
+  constantTimeEqual,
+  encodeParts,
+  generateKeyPair,
+  hkdf,
+  open,
+  randomBytes,
+  seal,
+  sha256,
+  verify,
+  x25519,
+  type KeyPair,
+} from './primitives';
+import { peerIdOf, type Identity, type PublicIdentity } from './identity';
+import { SftError } from '../errors';
+import { layoutFor, type PayloadLayout } from './stream';
+
+export const TRANSFER_ID_BYTES = 16;
+const ZERO_NONCE = Buffer.alloc(NONCE_BYTES);
+
+/** One entry of the encrypted header. Paths are relative, "/"-separated, and untrusted on receipt. */
+export interface HeaderEntry {
+  readonly path: string;
+  readonly type: 'file' | 'dir';
+  readonly size: number;
+  readonly mode?: number;
+  readonly mtimeMs?: number;
+}
+
+export interface TransferHeader {
+  readonly v: 1;
+  readonly entries: readonly HeaderEntry[];
+  readonly chunkSize: number;
+  readonly plainBytes: number;
+}
+
+export interface RecipientStanza {
+  readonly to: string;
+  readonly ephemeral: Buffer;
+  readonly wrappedKey: Buffer;
+}
+
+/** The offer as it crosses the relay: every field here is visible to the relay, and signed. */
+export interface SealedOffer {
+  readonly transferId: string;
+  readonly sender: PublicIdentity;
+  readonly createdAt: number;
+  readonly chunkSize: number;
+  readonly chunkCount: number;
+  readonly cipherBytes: number;
+  readonly stanzas: readonly RecipientStanza[];
+  readonly header: Buffer;
+  readonly signature: Buffer;
+}
+
+export interface TransferKeys {
+  readonly headerKey: Buffer;
+  readonly payloadKey: Buffer;
+}
+
+export function newTransferId(): string {
+  return randomBytes(TRANSFER_ID_BYTES).toString('base64url');
+}
+
+export function deriveTransferKeys(fileKey: Buffer, transferId: string): TransferKeys {
+  const salt = Buffer.from(transferId, 'utf8');
+  return { headerKey: hkdf(fileKey, salt, Labels.headerKey), payloadKey: hkdf(fileKey, salt, Labels.payloadKey) };
+}
+
+function wrapKeyFor(transferId: string, ephemeralPublic: Buffer, sender: PublicIdentity, recipient: PublicIdentity, secret: Buffer): Buffer {
+  const transcript = sha256(
+    encodeParts([
+      Labels.wrapTranscript,
+      transferId,
+      ephemeralPublic,
+      sender.agreePublicKey,
+      recipient.agreePublicKey,
+      sender.peerId,
+      recipient.peerId,
+    ]),
+  );
+  return hkdf(secret, transcript, Labels.wrapKey);
+}
+
+function offerTranscript(offer: Omit<SealedOffer, 'signature'>): Buffer {
+  const parts: Array<Buffer | string | number> = [
+    Labels.offer,
+    offer.transferId,
+    offer.sender.peerId,
+    offer.sender.signPublicKey,
+    offer.sender.agreePublicKey,
+    offer.createdAt,
+    offer.chunkSize,
+    offer.chunkCount,
+    offer.cipherBytes,
+    offer.header,
+    offer.stanzas.length,
+  ];
+  for (const stanza of offer.stanzas) parts.push(stanza.to, stanza.ephemeral, stanza.wrappedKey);
+  return encodeParts(parts);
+}
+
+/** Randomness the sender draws; injectable so that known-answer vectors are reproducible. */
+export interface SealRandomness {
+  readonly fileKey: Buffer;
+  readonly ephemerals: readonly KeyPair[];
+}
+
+export interface SealOfferInput {
+  readonly sender: Identity;
+  readonly recipients: readonly PublicIdentity[];
+  readonly transferId: string;
+  readonly header: TransferHeader;
+  readonly createdAt: number;
+}
+
+export function sealOffer(input: SealOfferInput, randomness?: SealRandomness): { offer: SealedOffer; keys: TransferKeys; layout: PayloadLayout } {
+  const { sender, recipients, transferId, header } = input;
+  if (recipients.length === 0) throw new SftError('BAD_MESSAGE', 'An offer needs at least one recipient.');
+  const fileKey = randomness?.fileKey ?? randomBytes(KEY_BYTES);
+  const stanzas = recipients.map((recipient, i): RecipientStanza => {
+    const ephemeral = randomness?.ephemerals[i] ?? generateKeyPair('x25519');
+    const secret = Buffer.concat([x25519(ephemeral.privateKey, recipient.agreePublicKey), sender.agree(recipient.agreePublicKey)]);
+    const wrapKey = wrapKeyFor(transferId, ephemeral.publicKey, sender, recipient, secret);
+    return { to: recipient.peerId, ephemeral: ephemeral.publicKey, wrappedKey: seal(wrapKey, ZERO_NONCE, fileKey) };
+  });
+  const keys = deriveTransferKeys(fileKey, transferId);
+  const layout = layoutFor(header.plainBytes, header.chunkSize);
+  const unsigned = {
+    transferId,
+    sender: sender.publicIdentity,
+    createdAt: input.createdAt,
+    chunkSize: layout.chunkSize,
+    chunkCount: layout.chunkCount,
+    cipherBytes: layout.cipherBytes,
+    stanzas,
+    header: seal(keys.headerKey, ZERO_NONCE, Buffer.from(JSON.stringify(header), 'utf8')),
+  };
+  return { offer: { ...unsigned, signature: sender.sign(offerTranscript(unsigned)) }, keys, layout };
+}
+
+export interface OpenedOffer {
+  readonly header: TransferHeader;
+  readonly keys: TransferKeys;
+  readonly layout: PayloadLayout;
+}
+
+/**
+ * Checks an offer end to end and returns its header and keys, or throws with the code that names
+ * the failed check. The header's shape is checked here; its names are checked by names.ts.
+ */
+export function openOffer(offer: SealedOffer, recipient: Identity): OpenedOffer {
+  const { sender } = offer;
+  if (peerIdOf(sender.signPublicKey, sender.agreePublicKey) !== sender.peerId) {
+    throw new SftError('BAD_SIGNATURE', "The offer's sender id does not match its keys.");
+  }
+  if (!verify(sender.signPublicKey, offerTranscript(offer), offer.signature)) {
+    throw new SftError('BAD_SIGNATURE', 'The offer is not signed by its sender.');
+  }
+  const stanza = offer.stanzas.find((s) => s.to === recipient.peerId);
+  if (!stanza) throw new SftError('NOT_FOR_ME', 'The offer has no key for this identity.');
+  const secret = Buffer.concat([recipient.agree(stanza.ephemeral), recipient.agree(sender.agreePublicKey)]);
+  const wrapKey = wrapKeyFor(offer.transferId, stanza.ephemeral, sender, recipient, secret);
+  const fileKey = open(wrapKey, ZERO_NONCE, stanza.wrappedKey);
+  const keys = deriveTransferKeys(fileKey, offer.transferId);
+  let header: TransferHeader;
+  try {
+    header = parseHeader(JSON.parse(open(keys.headerKey, ZERO_NONCE, offer.header).toString('utf8')));
+  } catch (error) {
+    if (error instanceof SftError && error.code === 'INTEGRITY') throw error;
+    throw new SftError('DECRYPT_FAILED', 'The offer header could not be decrypted.', error);
+  }
+  const layout = layoutFor(header.plainBytes, header.chunkSize);
+  if (layout.chunkCount !== offer.chunkCount || layout.cipherBytes !== offer.cipherBytes || header.chunkSize !== offer.chunkSize) {
+    throw new SftError('INTEGRITY', 'The encrypted header disagrees with the sizes the offer declares.');
+  }
+  return { header, keys, layout };
+}
+
+function isSize(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Structural check of a decrypted header: it is authenticated, but the sender may still be hostile. */
+function parseHeader(value: unknown): TransferHeader {
+  const fail = (why: string): never => {
+    throw new SftError('INTEGRITY', `The transfer header is malformed: ${why}.`);
+  };
+  const h = value as Partial<TransferHeader> | null;
+  if (!h || h.v !== 1 || !Array.isArray(h.entries) || !isSize(h.chunkSize) || !isSize(h.plainBytes)) fail('missing fields');
+  const entries = h!.entries!.map((e: Partial<HeaderEntry>): HeaderEntry => {
+    if (!e || typeof e.path !== 'string' || (e.type !== 'file' && e.type !== 'dir') || !isSize(e.size)) fail('bad entry');
+    if (e.type === 'dir' && e.size !== 0) fail('a folder with a size');
+    return {
+      path: e.path!,
+      type: e.type!,
+      size: e.size!,
+      ...(isSize(e.mode) ? { mode: e.mode } : {}),
+      ...(isSize(e.mtimeMs) ? { mtimeMs: e.mtimeMs } : {}),
+    };
+  });
+  const total = entries.reduce((sum, e) => sum + e.size, 0);
+  if (total !== h!.plainBytes) fail('the sizes do not add up');
+  return { v: 1, entries, chunkSize: h!.chunkSize!, plainBytes: h!.plainBytes! };
+}
+
+export function sameKeys(a: PublicIdentity, b: PublicIdentity): boolean {
+  return a.peerId === b.peerId && constantTimeEqual(a.signPublicKey, b.signPublicKey) && constantTimeEqual(a.agreePublicKey, b.agreePublicKey);
+}
+
+// ---- The join proof: a client shows the relay it holds the private key behind its peer id. ----
+
+export function joinTranscript(challenge: Buffer, relayId: string, identity: PublicIdentity): Buffer {
+  return encodeParts([Labels.join, challenge, relayId, identity.peerId, identity.signPublicKey, identity.agreePublicKey]);
+}
+
+export function proveJoin(identity: Identity, challenge: Buffer, relayId: string): Buffer {
+  return identity.sign(joinTranscript(challenge, relayId, identity));
+}
+
+export function checkJoinProof(identity: PublicIdentity, challenge: Buffer, relayId: string, proof: Buffer): boolean {
+  return peerIdOf(identity.signPublicKey, identity.agreePublicKey) === identity.peerId && verify(identity.signPublicKey, joinTranscript(challenge, relayId, identity), proof);
+}
