@@ -1,0 +1,197 @@
+/**
+ * The wire protocol between clients and the relay: one module, imported by both ends, so the
+ * compiler checks every emit and one set of schemas validates every message at runtime (the relay
+ * validates what clients send; clients validate what a possibly hostile relay sends).
+ *
+ * Binary key material travels as base64url strings in control messages; only chunk payloads
+ * travel as binary attachments. See docs/PROTOCOL.md for the full description.
+ */
+import { z } from 'zod';
+import { ErrorCodes, SftError, type ErrorCode } from './errors';
+import type { SealedOffer } from './crypto/envelope';
+import { PEER_ID_PATTERN, type PublicIdentity } from './crypto/identity';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './crypto/stream';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Socket.IO path of the relay; both ends must agree. */
+export const SOCKET_PATH = '/sft/socket.io';
+
+export const MAX_NAME_LENGTH = 64;
+export const MAX_RECIPIENTS = 32;
+export const MAX_HEADER_BYTES = 1024 * 1024;
+/** Largest encoded message: a full chunk, or a full header, plus framing. */
+export const MAX_MESSAGE_BYTES = Math.max(MAX_CHUNK_SIZE, MAX_HEADER_BYTES) * 2;
+
+// ---- Field schemas ----
+
+const b64url = (bytes: number) => z.string().length(Math.ceil((bytes * 4) / 3)).regex(/^[A-Za-z0-9_-]+$/);
+const peerId = z.string().regex(PEER_ID_PATTERN);
+const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const displayName = z.string().trim().min(1).max(MAX_NAME_LENGTH);
+const errorCode = z.enum(ErrorCodes);
+const humanMessage = z.string().max(500);
+
+export const PeerInfoSchema = z.object({
+  peerId,
+  name: displayName,
+  signPublicKey: b64url(32),
+  agreePublicKey: b64url(32),
+});
+export type PeerInfo = z.infer<typeof PeerInfoSchema>;
+
+export const ChallengeSchema = z.object({
+  v: z.number().int(),
+  relayId: z.string().min(1).max(128),
+  nonce: b64url(32),
+  /** Chunks a sender may have in flight beyond the slowest recipient's acknowledgement. */
+  window: z.number().int().min(1).max(1024),
+  maxChunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
+  maxFileSize: count.nullable(),
+});
+export type ChallengeMessage = z.infer<typeof ChallengeSchema>;
+
+export const HelloSchema = PeerInfoSchema.extend({ proof: b64url(64) });
+export type HelloMessage = z.infer<typeof HelloSchema>;
+
+const StanzaSchema = z.object({ to: peerId, ephemeral: b64url(32), wrappedKey: b64url(48) });
+
+export const OfferSchema = z.object({
+  transferId,
+  sender: PeerInfoSchema.omit({ name: true }),
+  createdAt: count,
+  chunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
+  chunkCount: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  cipherBytes: count,
+  stanzas: z.array(StanzaSchema).min(1).max(MAX_RECIPIENTS),
+  header: z.string().max(Math.ceil((MAX_HEADER_BYTES * 4) / 3)).regex(/^[A-Za-z0-9_-]+$/),
+  signature: b64url(64),
+});
+export type OfferMessage = z.infer<typeof OfferSchema>;
+
+export const AnswerSchema = z.object({ transferId, accept: z.boolean() });
+export type AnswerMessage = z.infer<typeof AnswerSchema>;
+
+export const AckSchema = z.object({ transferId, index: count });
+export type AckMessage = z.infer<typeof AckSchema>;
+
+export const TransferRefSchema = z.object({ transferId });
+export type TransferRef = z.infer<typeof TransferRefSchema>;
+
+export const CancelSchema = z.object({ transferId, code: errorCode, message: humanMessage.optional() });
+export type CancelMessage = z.infer<typeof CancelSchema>;
+
+export const ErrorSchema = z.object({ code: errorCode, message: humanMessage, transferId: transferId.optional() });
+export type ErrorMessage = z.infer<typeof ErrorSchema>;
+
+/** What the relay adds when it forwards a message: who sent it (authenticated at join). */
+const fromPeer = z.object({ from: peerId });
+export const ForwardedAnswerSchema = AnswerSchema.extend(fromPeer.shape);
+export const ForwardedAckSchema = AckSchema.extend(fromPeer.shape);
+export const ForwardedRefSchema = TransferRefSchema.extend(fromPeer.shape);
+export const ForwardedCancelSchema = CancelSchema.extend({ from: peerId.optional() });
+export const PeerLeftSchema = z.object({ peerId });
+export const PeerListSchema = z.array(PeerInfoSchema).max(100_000);
+
+export type Forwarded<T> = T & { from: string };
+
+export type Result<T extends object = object> = ({ ok: true } & T) | { ok: false; error: ErrorMessage };
+export type Reply<T extends object = object> = (result: Result<T>) => void;
+
+export interface ClientToRelayEvents {
+  hello: (message: HelloMessage, reply: Reply<{ peers: PeerInfo[] }>) => void;
+  offer: (message: OfferMessage, reply: Reply) => void;
+  answer: (message: AnswerMessage) => void;
+  chunk: (transferId: string, index: number, data: Buffer) => void;
+  ack: (message: AckMessage) => void;
+  done: (message: TransferRef) => void;
+  cancel: (message: CancelMessage) => void;
+}
+
+export interface RelayToClientEvents {
+  challenge: (message: ChallengeMessage) => void;
+  'peer.joined': (peer: PeerInfo) => void;
+  'peer.left': (message: { peerId: string }) => void;
+  offer: (message: OfferMessage) => void;
+  answer: (message: Forwarded<AnswerMessage>) => void;
+  chunk: (transferId: string, index: number, data: Buffer) => void;
+  ack: (message: Forwarded<AckMessage>) => void;
+  done: (message: Forwarded<TransferRef>) => void;
+  cancel: (message: CancelMessage & { from?: string }) => void;
+  'relay.error': (message: ErrorMessage) => void;
+}
+
+/** Handshake `auth` payload (Socket.IO's connection-time data). */
+export const HandshakeSchema = z.object({ v: z.number().int(), token: z.string().max(512).optional() });
+export type HandshakeAuth = z.infer<typeof HandshakeSchema>;
+
+/** Validates one message; throws BAD_MESSAGE naming the first bad field (never echoing values). */
+export function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const where = issue && issue.path.length > 0 ? ` (field ${issue.path.join('.')})` : '';
+  throw new SftError('BAD_MESSAGE', `Malformed ${what}${where}.`, result.error.issues);
+}
+
+export function isChunk(transferIdValue: unknown, index: unknown, data: unknown): data is Buffer {
+  return (
+    typeof transferIdValue === 'string' &&
+    transferId.safeParse(transferIdValue).success &&
+    typeof index === 'number' &&
+    Number.isSafeInteger(index) &&
+    index >= 0 &&
+    Buffer.isBuffer(data)
+  );
+}
+
+export function errorMessage(code: ErrorCode, message: string, transferIdValue?: string): ErrorMessage {
+  return transferIdValue ? { code, message, transferId: transferIdValue } : { code, message };
+}
+
+// ---- Conversions between the crypto layer's Buffers and the wire's strings ----
+
+const b = (s: string) => Buffer.from(s, 'base64url');
+
+export function peerIdentity(peer: Pick<PeerInfo, 'peerId' | 'signPublicKey' | 'agreePublicKey'>): PublicIdentity {
+  return { peerId: peer.peerId, signPublicKey: b(peer.signPublicKey), agreePublicKey: b(peer.agreePublicKey) };
+}
+
+export function peerInfo(identity: PublicIdentity, name: string): PeerInfo {
+  return {
+    peerId: identity.peerId,
+    name,
+    signPublicKey: identity.signPublicKey.toString('base64url'),
+    agreePublicKey: identity.agreePublicKey.toString('base64url'),
+  };
+}
+
+export function offerToWire(offer: SealedOffer): OfferMessage {
+  const { name: _name, ...sender } = peerInfo(offer.sender, '-');
+  return {
+    transferId: offer.transferId,
+    sender,
+    createdAt: offer.createdAt,
+    chunkSize: offer.chunkSize,
+    chunkCount: offer.chunkCount,
+    cipherBytes: offer.cipherBytes,
+    stanzas: offer.stanzas.map((s) => ({ to: s.to, ephemeral: s.ephemeral.toString('base64url'), wrappedKey: s.wrappedKey.toString('base64url') })),
+    header: offer.header.toString('base64url'),
+    signature: offer.signature.toString('base64url'),
+  };
+}
+
+export function offerFromWire(message: OfferMessage): SealedOffer {
+  return {
+    transferId: message.transferId,
+    sender: peerIdentity(message.sender),
+    createdAt: message.createdAt,
+    chunkSize: message.chunkSize,
+    chunkCount: message.chunkCount,
+    cipherBytes: message.cipherBytes,
+    stanzas: message.stanzas.map((s) => ({ to: s.to, ephemeral: b(s.ephemeral), wrappedKey: b(s.wrappedKey) })),
+    header: b(message.header),
+    signature: b(message.signature),
+  };
+}

@@ -1,0 +1,432 @@
+/**
+ * The relay: authenticates peers, shows who is online, and routes offers, answers and encrypted
+ * chunks between them under the team's limits. It never holds a key and never sees a name, a size
+ * of plaintext or a byte of content: only peer ids, timing and ciphertext lengths.
+ *
+ * `createRelay(options)` returns a relay that can be started and stopped; the `sft-relay` binary
+ * and the VS Code extension both embed it. Only `start()` listens.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import crypto from 'node:crypto';
+import { Server, type Socket } from 'socket.io';
+import pino from 'pino';
+import {
+  AckSchema,
+  AnswerSchema,
+  CancelSchema,
+  HandshakeSchema,
+  HelloSchema,
+  MAX_MESSAGE_BYTES,
+  OfferSchema,
+  PROTOCOL_VERSION,
+  SOCKET_PATH,
+  TransferRefSchema,
+  errorMessage,
+  isChunk,
+  parse,
+  peerIdentity,
+  type ClientToRelayEvents,
+  type ErrorMessage,
+  type PeerInfo,
+  type RelayToClientEvents,
+  type Reply,
+} from '../extension/core/protocol';
+import { SftError, toSftError, type ErrorCode } from '../extension/core/errors';
+import { checkJoinProof } from '../extension/core/crypto/envelope';
+import { MAX_CHUNK_SIZE, layoutFromCipher, plainChunkLength, type PayloadLayout } from '../extension/core/crypto/stream';
+import { TAG_BYTES } from '../extension/core/crypto/primitives';
+import { KeyedRateLimiter, TokenBucket } from './rate-limit';
+import { fileAudit, nullAudit, type AuditSink } from './audit';
+
+export interface RelayOptions {
+  host?: string;
+  port?: number;
+  /** Team tokens; a client must present one of them. Empty or absent: anyone may join. */
+  tokens?: readonly string[];
+  /** Largest plaintext payload per transfer, in bytes (derived exactly from ciphertext sizes). */
+  maxFileSize?: number | null;
+  /** Transfers a client may be sending at once. */
+  maxTransfersPerClient?: number;
+  /** Chunks in flight per transfer beyond the slowest recipient's acknowledgement. */
+  window?: number;
+  maxChunkSize?: number;
+  /** Control messages (hello, offer, answer, cancel, done) per client per second, and burst. */
+  controlRate?: { perSecond: number; burst: number };
+  /** Connection attempts per remote address per second, and burst. */
+  joinRate?: { perSecond: number; burst: number };
+  /** Time a new connection has to prove its identity. */
+  helloTimeoutMs?: number;
+  auditLog?: string | AuditSink;
+  logger?: pino.Logger;
+  relayId?: string;
+}
+
+type RelaySocket = Socket<ClientToRelayEvents, RelayToClientEvents, Record<string, never>, SocketData>;
+
+interface SocketData {
+  nonce: string;
+  peer?: PeerInfo;
+  replaced?: boolean;
+}
+
+type RecipientState = 'offered' | 'accepted' | 'declined' | 'done' | 'failed';
+
+interface TransferState {
+  readonly id: string;
+  readonly from: string;
+  readonly layout: PayloadLayout;
+  readonly recipients: Map<string, { state: RecipientState; acked: number }>;
+  readonly startedAt: number;
+  nextIndex: number;
+  cipherBytes: number;
+}
+
+const roomOf = (peerId: string) => `peer:${peerId}`;
+const JOINED = 'joined';
+/** Refused messages after which a client is disconnected. */
+const MAX_VIOLATIONS = 50;
+
+export interface Relay {
+  /** Listens and resolves with the URL clients should use. */
+  start(): Promise<string>;
+  /** Stops accepting, tells clients, closes every connection and the audit log. */
+  stop(): Promise<void>;
+  readonly url: string | undefined;
+  readonly relayId: string;
+  /** Live counts, for health checks and tests. */
+  stats(): { peers: number; transfers: number; connections: number };
+}
+
+export function createRelay(options: RelayOptions = {}): Relay {
+  const log = options.logger ?? pino({ level: 'silent' });
+  const relayId = options.relayId ?? `sft-relay-${crypto.randomBytes(6).toString('hex')}`;
+  const tokens = (options.tokens ?? []).filter((t) => t.length > 0).map((t) => crypto.createHash('sha256').update(t).digest());
+  const windowSize = options.window ?? 16;
+  const maxChunkSize = Math.min(options.maxChunkSize ?? MAX_CHUNK_SIZE, MAX_CHUNK_SIZE);
+  const maxTransfersPerClient = options.maxTransfersPerClient ?? 8;
+  const maxFileSize = options.maxFileSize ?? null;
+  const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
+  const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
+  const audit: AuditSink = typeof options.auditLog === 'string' ? fileAudit(options.auditLog) : (options.auditLog ?? nullAudit);
+  const transfers = new Map<string, TransferState>();
+
+  const httpServer = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: true, relayId, protocol: PROTOCOL_VERSION }));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('Not found\n');
+  });
+
+  const io = new Server<ClientToRelayEvents, RelayToClientEvents, Record<string, never>, SocketData>(httpServer, {
+    path: SOCKET_PATH,
+    transports: ['websocket'], // No long-polling: no sticky sessions, no per-request buffering.
+    allowUpgrades: false,
+    serveClient: false,
+    maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    perMessageDeflate: false, // Ciphertext does not compress; deflate would only cost CPU.
+    connectTimeout: options.helloTimeoutMs ?? 10_000,
+  });
+
+  const sendError = (socket: RelaySocket, error: ErrorMessage) => socket.emit('relay.error', error);
+
+  // ---- Admission: protocol version, team token, connection rate. ----
+  io.use((socket, next) => {
+    const address = socket.handshake.address;
+    const refuse = (code: ErrorCode, message: string) => {
+      audit.write({ event: 'refused', code, address });
+      log.info({ code, address }, 'connection refused');
+      const error = new Error(message) as Error & { data: ErrorMessage };
+      error.data = errorMessage(code, message);
+      next(error);
+    };
+    if (!joinLimiter.take(address)) return refuse('JOIN_RATE_LIMITED', 'Too many connection attempts from this address; try again shortly.');
+    const auth = HandshakeSchema.safeParse(socket.handshake.auth);
+    if (!auth.success || auth.data.v !== PROTOCOL_VERSION) {
+      return refuse('PROTOCOL_VERSION', `This relay speaks protocol version ${PROTOCOL_VERSION}; update the client.`);
+    }
+    if (tokens.length > 0) {
+      // Compare hashes in constant time so the comparison leaks neither the token nor its length.
+      const presented = crypto.createHash('sha256').update(auth.data.token ?? '').digest();
+      if (!tokens.some((t) => crypto.timingSafeEqual(t, presented))) {
+        return refuse('UNAUTHORIZED', 'This relay needs a valid team token.');
+      }
+    }
+    next();
+  });
+
+  io.on('connection', (socket: RelaySocket) => {
+    const nonce = crypto.randomBytes(32).toString('base64url');
+    socket.data.nonce = nonce;
+    const control = new TokenBucket(controlRate.perSecond, controlRate.burst);
+    let violations = 0;
+    const helloTimer = setTimeout(() => {
+      if (!socket.data.peer) socket.disconnect(true);
+    }, options.helloTimeoutMs ?? 10_000);
+
+    /** Records a client's misbehaviour; a client that keeps misbehaving is disconnected. */
+    const violation = (error: SftError, transferId?: string) => {
+      violations += 1;
+      log.debug({ peer: socket.data.peer?.peerId, code: error.code, detail: error.detail }, 'refused message');
+      sendError(socket, errorMessage(error.code, error.message, transferId));
+      if (violations >= MAX_VIOLATIONS) socket.disconnect(true);
+    };
+
+    const guard = <A extends unknown[]>(event: string, isControl: boolean, handler: (...args: A) => void | Promise<void>) =>
+      (...args: A) => {
+        const reply = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as Reply) : undefined;
+        const fail = (error: SftError) => (reply ? reply({ ok: false, error: errorMessage(error.code, error.message) }) : violation(error));
+        try {
+          if (isControl && !control.take()) throw new SftError('RATE_LIMITED', 'Too many messages; slow down.');
+          if (event !== 'hello' && !socket.data.peer) throw new SftError('NOT_JOINED', 'Join the relay before sending messages.');
+          const result = handler(...args);
+          if (result) result.catch((error: unknown) => fail(clientSafe(error)));
+        } catch (error) {
+          fail(clientSafe(error));
+        }
+      };
+
+    const clientSafe = (error: unknown): SftError => {
+      const e = toSftError(error);
+      if (e.code === 'INTERNAL') log.error({ err: error }, 'internal error while handling a message');
+      return e.code === 'INTERNAL' ? new SftError('INTERNAL', 'The relay could not handle that message.') : e;
+    };
+
+    socket.onAny((event: string) => {
+      if (!KNOWN_EVENTS.has(event)) violation(new SftError('BAD_MESSAGE', 'Unknown message type.'));
+    });
+
+    socket.on(
+      'hello',
+      guard('hello', true, async (raw: unknown, reply: Reply<{ peers: PeerInfo[] }>) => {
+        if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'hello needs an acknowledgement callback.');
+        if (socket.data.peer) throw new SftError('BAD_MESSAGE', 'Already joined.');
+        const hello = parse(HelloSchema, raw, 'hello');
+        const { proof, ...peer } = hello;
+        if (!checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, Buffer.from(proof, 'base64url'))) {
+          audit.write({ event: 'refused', code: 'BAD_PROOF', address: socket.handshake.address, peer: peer.peerId });
+          reply({ ok: false, error: errorMessage('BAD_PROOF', 'The relay could not verify that you hold the key for this peer id.') });
+          socket.disconnect(true);
+          return;
+        }
+        clearTimeout(helloTimer);
+        // One connection per identity: a reconnecting client replaces its stale connection.
+        for (const old of await io.in(roomOf(peer.peerId)).fetchSockets()) {
+          old.data.replaced = true;
+          old.emit('relay.error', errorMessage('REPLACED', 'This identity connected again from elsewhere.'));
+          old.disconnect(true);
+        }
+        if (!socket.connected) return;
+        socket.data.peer = peer;
+        const peers = (await io.in(JOINED).fetchSockets()).flatMap((s) => (s.data.peer && s.data.peer.peerId !== peer.peerId ? [s.data.peer] : []));
+        socket.join([roomOf(peer.peerId), JOINED]);
+        socket.to(JOINED).emit('peer.joined', peer);
+        audit.write({ event: 'join', peer: peer.peerId, address: socket.handshake.address });
+        log.info({ peer: peer.peerId }, 'peer joined');
+        reply({ ok: true, peers });
+      }),
+    );
+
+    socket.on(
+      'offer',
+      guard('offer', true, async (raw: unknown, reply: Reply) => {
+        if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'offer needs an acknowledgement callback.');
+        const offer = parse(OfferSchema, raw, 'offer');
+        const me = socket.data.peer!;
+        if (offer.sender.peerId !== me.peerId || offer.sender.signPublicKey !== me.signPublicKey || offer.sender.agreePublicKey !== me.agreePublicKey) {
+          throw new SftError('NOT_PARTICIPANT', 'An offer must come from the identity that joined.');
+        }
+        if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        const to = offer.stanzas.map((s) => s.to);
+        if (new Set(to).size !== to.length || to.includes(me.peerId)) throw new SftError('BAD_MESSAGE', 'Recipients must be distinct peers other than the sender.');
+        if (offer.chunkSize > maxChunkSize) throw new SftError('MESSAGE_TOO_LARGE', `Chunks may be at most ${maxChunkSize} bytes on this relay.`);
+        const layout = layoutFromCipher(offer.cipherBytes, offer.chunkSize, offer.chunkCount);
+        if (!layout) throw new SftError('SIZE_MISMATCH', 'The declared sizes are inconsistent.');
+        if (maxFileSize !== null && layout.plainBytes > maxFileSize) {
+          throw new SftError('FILE_TOO_LARGE', `This relay accepts transfers of at most ${maxFileSize} bytes.`);
+        }
+        let mine = 0;
+        for (const t of transfers.values()) if (t.from === me.peerId) mine += 1;
+        if (mine >= maxTransfersPerClient) throw new SftError('TOO_MANY_TRANSFERS', `At most ${maxTransfersPerClient} transfers may run at once per client.`);
+        const rooms = to.map(roomOf);
+        const online = new Set((await io.in(rooms).fetchSockets()).map((s) => s.data.peer?.peerId));
+        const offline = to.filter((id) => !online.has(id));
+        if (offline.length > 0) throw new SftError('PEER_OFFLINE', `${offline.length} recipient(s) are not online.`);
+        if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        transfers.set(offer.transferId, {
+          id: offer.transferId,
+          from: me.peerId,
+          layout,
+          recipients: new Map(to.map((id) => [id, { state: 'offered', acked: 0 }])),
+          startedAt: Date.now(),
+          nextIndex: 0,
+          cipherBytes: 0,
+        });
+        audit.write({ event: 'offer', transfer: offer.transferId, from: me.peerId, to, cipherBytes: offer.cipherBytes, chunks: offer.chunkCount });
+        io.to(rooms).emit('offer', offer);
+        reply({ ok: true });
+      }),
+    );
+
+    socket.on(
+      'answer',
+      guard('answer', true, (raw: unknown) => {
+        const answer = parse(AnswerSchema, raw, 'answer');
+        const { transfer, recipient } = asRecipient(answer.transferId);
+        if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
+        recipient.state = answer.accept ? 'accepted' : 'declined';
+        audit.write({ event: answer.accept ? 'accept' : 'decline', transfer: transfer.id, from: transfer.from, to: me() });
+        io.to(roomOf(transfer.from)).emit('answer', { ...answer, from: me() });
+        settle(transfer);
+      }),
+    );
+
+    socket.on(
+      'chunk',
+      guard('chunk', false, (transferId: unknown, index: unknown, data: unknown) => {
+        if (!isChunk(transferId, index, data)) throw new SftError('BAD_MESSAGE', 'Malformed chunk.');
+        const transfer = transfers.get(transferId as string);
+        if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+        if (transfer.from !== me()) throw new SftError('NOT_PARTICIPANT', 'Only the sender may send chunks.');
+        const receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
+        if ([...transfer.recipients.values()].some((r) => r.state === 'offered') || receiving.length === 0) {
+          return abort(transfer, me(), new SftError('NOT_ACCEPTED', 'Chunks arrived before the recipients accepted.'));
+        }
+        if (index !== transfer.nextIndex) return abort(transfer, me(), new SftError('OUT_OF_ORDER', `Expected chunk ${transfer.nextIndex}, got ${index}.`));
+        if (index >= transfer.layout.chunkCount || data.length !== plainChunkLength(transfer.layout, index) + TAG_BYTES) {
+          return abort(transfer, me(), new SftError('SIZE_MISMATCH', 'A chunk does not match the declared sizes.'));
+        }
+        const slowest = Math.min(...receiving.map(([, r]) => r.acked));
+        if (index >= slowest + windowSize) return abort(transfer, me(), new SftError('WINDOW_EXCEEDED', 'The sender ran ahead of its receivers.'));
+        transfer.nextIndex += 1;
+        transfer.cipherBytes += data.length;
+        io.to(receiving.map(([id]) => roomOf(id))).emit('chunk', transfer.id, index as number, data);
+      }),
+    );
+
+    socket.on(
+      'ack',
+      guard('ack', false, (raw: unknown) => {
+        const ack = parse(AckSchema, raw, 'ack');
+        const { transfer, recipient } = asRecipient(ack.transferId);
+        if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 < recipient.acked) {
+          throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
+        }
+        recipient.acked = ack.index + 1;
+        io.to(roomOf(transfer.from)).emit('ack', { ...ack, from: me() });
+      }),
+    );
+
+    socket.on(
+      'done',
+      guard('done', true, (raw: unknown) => {
+        const ref = parse(TransferRefSchema, raw, 'done');
+        const { transfer, recipient } = asRecipient(ref.transferId);
+        if (recipient.state !== 'accepted' || recipient.acked !== transfer.layout.chunkCount) {
+          throw new SftError('BAD_MESSAGE', 'A transfer is done only after its last chunk.');
+        }
+        recipient.state = 'done';
+        audit.write({ event: 'complete', transfer: transfer.id, from: transfer.from, to: me(), cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
+        io.to(roomOf(transfer.from)).emit('done', { ...ref, from: me() });
+        settle(transfer);
+      }),
+    );
+
+    socket.on(
+      'cancel',
+      guard('cancel', true, (raw: unknown) => {
+        const cancel = parse(CancelSchema, raw, 'cancel');
+        const transfer = transfers.get(cancel.transferId);
+        if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+        if (transfer.from !== me() && !transfer.recipients.has(me())) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
+        abort(transfer, me(), new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+      }),
+    );
+
+    socket.on('disconnect', (reason) => {
+      clearTimeout(helloTimer);
+      const peer = socket.data.peer;
+      if (!peer) return;
+      for (const transfer of [...transfers.values()]) {
+        if (transfer.from === peer.peerId || transfer.recipients.has(peer.peerId)) {
+          abort(transfer, peer.peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
+        }
+      }
+      audit.write({ event: 'leave', peer: peer.peerId });
+      log.info({ peer: peer.peerId, reason }, 'peer left');
+      if (!socket.data.replaced) io.to(JOINED).emit('peer.left', { peerId: peer.peerId });
+    });
+
+    const me = () => socket.data.peer!.peerId;
+
+    function asRecipient(transferId: string) {
+      const transfer = transfers.get(transferId);
+      if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+      const recipient = transfer.recipients.get(me());
+      if (!recipient) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
+      return { transfer, recipient };
+    }
+  });
+
+  /**
+   * Ends a transfer's live legs with `error`. When the sender (or a relay-side check on the
+   * sender's stream) ends it, every live recipient is told; when a recipient does, only that leg
+   * ends and the sender is told.
+   */
+  function abort(transfer: TransferState, by: string, error: SftError, kind: 'cancel' | 'fail' = 'fail'): void {
+    const message = { transferId: transfer.id, code: error.code, message: error.message, from: by };
+    const live = [...transfer.recipients].filter(([, r]) => r.state === 'offered' || r.state === 'accepted');
+    const ended = by === transfer.from ? live : live.filter(([id]) => id === by);
+    for (const [id, recipient] of ended) {
+      recipient.state = 'failed';
+      audit.write({ event: kind, transfer: transfer.id, from: transfer.from, to: id, by, code: error.code, cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
+    }
+    const notify = [...ended.map(([id]) => id), transfer.from].filter((id) => id !== by || kind === 'fail');
+    if (notify.length > 0) io.to(notify.map(roomOf)).emit('cancel', message);
+    settle(transfer);
+  }
+
+  /** Forgets a transfer once no leg is live; the sender learns the outcome of each leg as it ends. */
+  function settle(transfer: TransferState): void {
+    const live = [...transfer.recipients.values()].some((r) => r.state === 'offered' || r.state === 'accepted');
+    if (!live) transfers.delete(transfer.id);
+  }
+
+  let url: string | undefined;
+  return {
+    relayId,
+    get url() {
+      return url;
+    },
+    async start() {
+      await new Promise<void>((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
+          httpServer.off('error', reject);
+          resolve();
+        });
+      });
+      const address = httpServer.address() as AddressInfo;
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      url = `http://${host}:${address.port}`;
+      log.info({ url, relayId }, 'relay listening');
+      return url;
+    },
+    async stop() {
+      io.to(JOINED).emit('relay.error', errorMessage('SHUTTING_DOWN', 'The relay is shutting down.'));
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+      httpServer.closeAllConnections();
+      await audit.close();
+      transfers.clear();
+    },
+    stats() {
+      return { peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size, connections: io.engine.clientsCount };
+    },
+  };
+}
+
+const KNOWN_EVENTS = new Set<string>(['hello', 'offer', 'answer', 'chunk', 'ack', 'done', 'cancel']);
+
