@@ -362,6 +362,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
     const me = () => socket.data.peer!.peerId;
 
+    socket.emit('challenge', {
+      v: PROTOCOL_VERSION,
+      relayId,
+      nonce,
+      window: windowSize,
+      maxChunkSize,
+      maxFileSize,
+    });
+
     function asRecipient(transferId: string) {
       const transfer = transfers.get(transferId);
       if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');

@@ -5,6 +5,7 @@
  */
 export const ErrorCodes = [
   // Joining the relay.
+  'RELAY_UNREACHABLE',
   'PROTOCOL_VERSION',
   'UNAUTHORIZED',
   'BAD_PROOF',

@@ -1,0 +1,326 @@
+/**
+ * The relay client: one authenticated Socket.IO connection to a relay, presence, and the routing of
+ * transfer messages to the transfers they belong to. Every message from the relay is validated
+ * with the protocol's schemas, because the relay is not trusted with anything but delivery.
+ */
+import { EventEmitter } from 'node:events';
+import { io, type Socket } from 'socket.io-client';
+import { SftError, isErrorCode, type ErrorCode } from './errors';
+import {
+  ChallengeSchema,
+  ForwardedAckSchema,
+  ForwardedAnswerSchema,
+  ForwardedCancelSchema,
+  ForwardedRefSchema,
+  OfferSchema,
+  PROTOCOL_VERSION,
+  PeerInfoSchema,
+  PeerLeftSchema,
+  PeerListSchema,
+  ErrorSchema,
+  SOCKET_PATH,
+  isChunk,
+  parse,
+  peerInfo,
+  type AckMessage,
+  type AnswerMessage,
+  type ChallengeMessage,
+  type ClientToRelayEvents,
+  type ErrorMessage,
+  type Forwarded,
+  type OfferMessage,
+  type PeerInfo,
+  type RelayToClientEvents,
+  type Result,
+  type TransferRef,
+} from './protocol';
+import { proveJoin } from './crypto/envelope';
+import type { Identity } from './crypto/identity';
+
+export interface RelayClientOptions {
+  readonly url: string;
+  readonly identity: Identity;
+  readonly name: string;
+  readonly token?: string;
+  /** PEM certificate(s) to trust for wss:// relays with a private CA. */
+  readonly ca?: string;
+  /** Reconnect automatically after a dropped connection (default true). */
+  readonly reconnect?: boolean;
+  readonly connectTimeoutMs?: number;
+}
+
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected';
+
+/** Messages that belong to one transfer, delivered to the transfer that registered for them. */
+export interface TransferListener {
+  answer?(message: Forwarded<AnswerMessage>): void;
+  chunk?(index: number, data: Buffer): void;
+  ack?(message: Forwarded<AckMessage>): void;
+  done?(message: Forwarded<TransferRef>): void;
+  cancel?(code: ErrorCode, message: string, from: string | undefined): void;
+  /** The connection dropped; the transfer cannot continue on this connection. */
+  disconnected?(): void;
+}
+
+interface RelayClientEvents {
+  state: [ConnectionState];
+  peers: [ReadonlyMap<string, PeerInfo>];
+  offer: [OfferMessage];
+  /** Something the relay said that a UI may want to show (refusals, shutdown notices). */
+  notice: [ErrorMessage];
+  /** A message from the relay that failed validation and was dropped. */
+  warning: [SftError];
+}
+
+type ClientSocket = Socket<RelayToClientEvents, ClientToRelayEvents>;
+
+export class RelayClient extends EventEmitter<RelayClientEvents> {
+  private readonly socket: ClientSocket;
+  private readonly peerMap = new Map<string, PeerInfo>();
+  private readonly transfers = new Map<string, TransferListener>();
+  private challenge: ChallengeMessage | undefined;
+  private stateValue: ConnectionState = 'disconnected';
+  private firstJoin: { resolve: () => void; reject: (error: SftError) => void } | undefined;
+
+  constructor(private readonly options: RelayClientOptions) {
+    super();
+    this.socket = io(options.url, {
+      path: SOCKET_PATH,
+      transports: ['websocket'],
+      autoConnect: false,
+      reconnection: options.reconnect ?? true,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 10_000,
+      randomizationFactor: 0.5,
+      timeout: options.connectTimeoutMs ?? 10_000,
+      auth: { v: PROTOCOL_VERSION, ...(options.token ? { token: options.token } : {}) },
+      ...(options.ca ? { ca: options.ca } : {}),
+    }) as ClientSocket;
+    this.wire();
+  }
+
+  get identity(): Identity {
+    return this.options.identity;
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  get peers(): ReadonlyMap<string, PeerInfo> {
+    return this.peerMap;
+  }
+
+  /** Limits the relay announced in its challenge (window, chunk size, file size). */
+  get relayLimits(): ChallengeMessage | undefined {
+    return this.challenge;
+  }
+
+  /** Connects and joins; rejects with the relay's reason (UNAUTHORIZED, BAD_PROOF, …) on refusal. */
+  connect(): Promise<void> {
+    if (this.stateValue === 'connected') return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.firstJoin = { resolve, reject };
+      this.setState('connecting');
+      this.socket.connect();
+    });
+  }
+
+  close(): void {
+    this.firstJoin?.reject(new SftError('CANCELLED', 'The connection was closed.'));
+    this.firstJoin = undefined;
+    this.socket.disconnect();
+    this.onDisconnected();
+  }
+
+  /** Resolves a display name or a peer id (or an unambiguous prefix of one) to an online peer. */
+  findPeer(nameOrId: string): PeerInfo {
+    const exact = this.peerMap.get(nameOrId);
+    if (exact) return exact;
+    const wanted = nameOrId.toLowerCase();
+    const matches = [...this.peerMap.values()].filter((p) => p.name.toLowerCase() === wanted || (wanted.length >= 6 && p.peerId.startsWith(wanted)));
+    if (matches.length === 1) return matches[0]!;
+    if (matches.length > 1) throw new SftError('BAD_MESSAGE', `"${nameOrId}" matches ${matches.length} online peers; use a peer id.`);
+    throw new SftError('PEER_OFFLINE', `No online peer is called "${nameOrId}".`);
+  }
+
+  // ---- Transfer plumbing, used by the transfer engine ----
+
+  register(transferId: string, listener: TransferListener): () => void {
+    this.transfers.set(transferId, listener);
+    return () => {
+      if (this.transfers.get(transferId) === listener) this.transfers.delete(transferId);
+    };
+  }
+
+  async offer(message: OfferMessage): Promise<void> {
+    this.requireConnected();
+    const result = (await this.socket.timeout(30_000).emitWithAck('offer', message).catch(() => ({
+      ok: false as const,
+      error: { code: 'TIMEOUT' as const, message: 'The relay did not answer the offer.' },
+    }))) as Result;
+    if (!result.ok) throw relayError(result.error);
+  }
+
+  answer(transferId: string, accept: boolean): void {
+    this.socket.emit('answer', { transferId, accept });
+  }
+
+  sendChunk(transferId: string, index: number, data: Buffer): void {
+    this.requireConnected();
+    this.socket.emit('chunk', transferId, index, data);
+  }
+
+  ack(transferId: string, index: number): void {
+    this.socket.emit('ack', { transferId, index });
+  }
+
+  done(transferId: string): void {
+    this.socket.emit('done', { transferId });
+  }
+
+  cancel(transferId: string, code: ErrorCode, message?: string): void {
+    if (this.socket.connected) this.socket.emit('cancel', { transferId, code, ...(message ? { message: message.slice(0, 500) } : {}) });
+  }
+
+  private requireConnected(): void {
+    if (!this.socket.connected || this.stateValue !== 'connected') throw new SftError('PEER_GONE', 'Not connected to the relay.');
+  }
+
+  private setState(state: ConnectionState): void {
+    if (state === this.stateValue) return;
+    this.stateValue = state;
+    this.emit('state', state);
+  }
+
+  /** Runs a handler on a relay message, dropping (and reporting) any message that fails validation. */
+  private checked<A extends unknown[]>(handler: (...args: A) => void) {
+    return (...args: A) => {
+      try {
+        handler(...args);
+      } catch (error) {
+        this.emit('warning', error instanceof SftError ? error : new SftError('BAD_MESSAGE', 'The relay sent a message that could not be handled.', error));
+      }
+    };
+  }
+
+  private wire(): void {
+    const s = this.socket;
+    s.on('challenge', this.checked((raw: unknown) => {
+      this.challenge = parse(ChallengeSchema, raw, 'challenge');
+      void this.join(this.challenge);
+    }));
+    s.on('connect_error', (error: Error & { data?: unknown }) => {
+      const data = ErrorSchema.safeParse(error.data);
+      const refusal = data.success ? relayError(data.data) : undefined;
+      // A refusal by policy will not change by retrying; a network error might.
+      if (refusal && this.firstJoin) {
+        this.firstJoin.reject(refusal);
+        this.firstJoin = undefined;
+        s.disconnect();
+        this.setState('disconnected');
+      } else if (refusal) {
+        this.emit('notice', refusal.toJSON());
+      } else if (this.firstJoin) {
+        // The first attempt failed on the network: tell the caller now; with reconnect on, the
+        // client keeps trying in the background and joins when the relay comes back.
+        this.firstJoin.reject(new SftError('RELAY_UNREACHABLE', `Could not reach the relay at ${this.options.url}.`, error));
+        this.firstJoin = undefined;
+        this.setState(s.active ? 'connecting' : 'disconnected');
+      }
+    });
+    s.on('disconnect', () => this.onDisconnected());
+    s.io.on('reconnect_attempt', () => this.setState('connecting'));
+    s.on('peer.joined', this.checked((raw: unknown) => {
+      const peer = parse(PeerInfoSchema, raw, 'peer.joined');
+      this.peerMap.set(peer.peerId, peer);
+      this.emit('peers', this.peerMap);
+    }));
+    s.on('peer.left', this.checked((raw: unknown) => {
+      const { peerId } = parse(PeerLeftSchema, raw, 'peer.left');
+      if (this.peerMap.delete(peerId)) this.emit('peers', this.peerMap);
+    }));
+    s.on('offer', this.checked((raw: unknown) => this.emit('offer', parse(OfferSchema, raw, 'offer'))));
+    s.on('answer', this.checked((raw: unknown) => {
+      const m = parse(ForwardedAnswerSchema, raw, 'answer');
+      this.transfers.get(m.transferId)?.answer?.(m);
+    }));
+    s.on('chunk', this.checked((transferId: unknown, index: unknown, data: unknown) => {
+      if (!isChunk(transferId, index, data)) throw new SftError('BAD_MESSAGE', 'Malformed chunk from the relay.');
+      this.transfers.get(transferId as string)?.chunk?.(index as number, data);
+    }));
+    s.on('ack', this.checked((raw: unknown) => {
+      const m = parse(ForwardedAckSchema, raw, 'ack');
+      this.transfers.get(m.transferId)?.ack?.(m);
+    }));
+    s.on('done', this.checked((raw: unknown) => {
+      const m = parse(ForwardedRefSchema, raw, 'done');
+      this.transfers.get(m.transferId)?.done?.(m);
+    }));
+    s.on('cancel', this.checked((raw: unknown) => {
+      const m = parse(ForwardedCancelSchema, raw, 'cancel');
+      this.transfers.get(m.transferId)?.cancel?.(m.code, m.message ?? 'Cancelled.', m.from);
+    }));
+    s.on('relay.error', this.checked((raw: unknown) => {
+      const m = parse(ErrorSchema, raw, 'relay.error');
+      if (m.transferId && this.transfers.has(m.transferId)) this.transfers.get(m.transferId)?.cancel?.(m.code, m.message, undefined);
+      else this.emit('notice', m);
+    }));
+  }
+
+  private async join(challenge: ChallengeMessage): Promise<void> {
+    const { identity, name } = this.options;
+    if (challenge.v !== PROTOCOL_VERSION) {
+      this.failJoin(new SftError('PROTOCOL_VERSION', `The relay speaks protocol ${challenge.v}; this client speaks ${PROTOCOL_VERSION}.`));
+      return;
+    }
+    const proof = proveJoin(identity, Buffer.from(challenge.nonce, 'base64url'), challenge.relayId);
+    let result: Result<{ peers: PeerInfo[] }>;
+    try {
+      result = (await this.socket.timeout(15_000).emitWithAck('hello', { ...peerInfo(identity, name), proof: proof.toString('base64url') })) as Result<{ peers: PeerInfo[] }>;
+    } catch {
+      this.failJoin(new SftError('TIMEOUT', 'The relay did not answer the join request.'));
+      return;
+    }
+    if (!result.ok) {
+      this.failJoin(relayError(result.error));
+      return;
+    }
+    const peers = parse(PeerListSchema, result.peers, 'peer list');
+    this.peerMap.clear();
+    for (const peer of peers) if (peer.peerId !== identity.peerId) this.peerMap.set(peer.peerId, peer);
+    this.setState('connected');
+    this.emit('peers', this.peerMap);
+    this.firstJoin?.resolve();
+    this.firstJoin = undefined;
+  }
+
+  private failJoin(error: SftError): void {
+    this.socket.disconnect();
+    this.setState('disconnected');
+    if (this.firstJoin) this.firstJoin.reject(error);
+    else this.emit('notice', error.toJSON());
+    this.firstJoin = undefined;
+  }
+
+  private onDisconnected(): void {
+    if (this.firstJoin && !this.socket.active) {
+      this.firstJoin.reject(new SftError('PEER_GONE', 'The relay closed the connection before this client could join.'));
+      this.firstJoin = undefined;
+    }
+    this.setState(this.socket.active ? 'connecting' : 'disconnected');
+    if (this.peerMap.size > 0) {
+      this.peerMap.clear();
+      this.emit('peers', this.peerMap);
+    }
+    for (const listener of [...this.transfers.values()]) listener.disconnected?.();
+  }
+}
+
+function relayError(error: ErrorMessage): SftError {
+  return new SftError(isErrorCode(error.code) ? error.code : 'INTERNAL', error.message);
+}

@@ -1,0 +1,424 @@
+/**
+ * Receiving: check an offer end to end, show it to the user, and, if they accept, write the
+ * payload into the folder they chose. Every file is written to a temporary name beside its target
+ * and renamed into place only after the final chunk has verified; on any failure every temporary
+ * file is removed, so nothing partial is ever presented under a final name.
+ */
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { SftError, toSftError, type ErrorCode } from '../errors';
+import { openOffer, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
+import { openChunk } from '../crypto/stream';
+import { checkReceivedPath, checkReceivedPaths, resolveInside, temporaryNameFor } from '../names';
+import { offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
+import { ProgressMeter, type Progress } from '../format';
+import type { RelayClient } from '../client';
+
+/** What to do when a file of the same name already exists. */
+export type ConflictPolicy = 'rename' | 'overwrite' | 'fail';
+
+export interface AcceptOptions {
+  /** The folder the user chose; nothing is ever written outside it (unless saveAs names a file). */
+  readonly directory: string;
+  /** For a single-file offer: the exact file the user chose in a save dialog. */
+  readonly saveAs?: string;
+  /** Maps a received path to another relative path under `directory` (checked like a received name). */
+  readonly rename?: (receivedPath: string) => string | undefined;
+  /** Default 'rename': "report (1).pdf", as browsers do. */
+  readonly onConflict?: ConflictPolicy;
+  readonly onProgress?: (progress: Progress) => void;
+  readonly signal?: AbortSignal;
+  /** Silence after which the transfer is abandoned (default 2 minutes). */
+  readonly stallTimeoutMs?: number;
+}
+
+export interface ReceivedFile {
+  readonly receivedPath: string;
+  readonly savedAs: string;
+  readonly size: number;
+}
+
+export interface ReceiveResult {
+  readonly transferId: string;
+  readonly files: readonly ReceivedFile[];
+  readonly plainBytes: number;
+  readonly durationMs: number;
+}
+
+export interface IncomingOffer {
+  readonly transferId: string;
+  /** The sender as the relay lists it; the name is whatever the sender chose and is untrusted. */
+  readonly sender: PeerInfo;
+  readonly senderVerified: boolean;
+  readonly entries: readonly HeaderEntry[];
+  readonly fileCount: number;
+  readonly totalBytes: number;
+  readonly recipientCount: number;
+  accept(options: AcceptOptions): Promise<ReceiveResult>;
+  decline(): void;
+}
+
+export interface OfferRefusal {
+  readonly transferId: string;
+  readonly from: string;
+  readonly error: SftError;
+}
+
+interface InboxEvents {
+  offer: [IncomingOffer];
+  /** An offer that failed an end-to-end check; the sender is told with the same code. */
+  refused: [OfferRefusal];
+}
+
+export interface InboxOptions {
+  /** Whether the user has verified this peer's safety number. */
+  readonly isVerified?: (peerId: string) => boolean;
+  /** How far an offer's timestamp may be from this clock (default 10 minutes). */
+  readonly maxClockSkewMs?: number;
+}
+
+/** Listens for offers on a client and turns the valid ones into IncomingOffers. */
+export class Inbox extends EventEmitter<InboxEvents> {
+  /** Transfer ids already seen, with when, so a replayed offer is refused (within the skew window). */
+  private readonly seen = new Map<string, number>();
+  private readonly onOffer = (message: OfferMessage) => this.handle(message);
+
+  constructor(
+    private readonly client: RelayClient,
+    private readonly options: InboxOptions = {},
+  ) {
+    super();
+    client.on('offer', this.onOffer);
+  }
+
+  dispose(): void {
+    this.client.off('offer', this.onOffer);
+  }
+
+  private handle(message: OfferMessage): void {
+    const from = message.sender.peerId;
+    try {
+      const opened = this.check(message);
+      this.emit('offer', this.incoming(message, opened));
+    } catch (error) {
+      const e = toSftError(error);
+      this.client.cancel(message.transferId, e.code, e.message);
+      this.emit('refused', { transferId: message.transferId, from, error: e });
+    }
+  }
+
+  private check(message: OfferMessage): OpenedOffer {
+    const skew = this.options.maxClockSkewMs ?? 600_000;
+    const now = Date.now();
+    for (const [id, at] of this.seen) if (now - at > 2 * skew) this.seen.delete(id);
+    if (Math.abs(now - message.createdAt) > skew) throw new SftError('REPLAYED_OFFER', 'The offer is too old (or a clock is far off).');
+    if (this.seen.has(message.transferId)) throw new SftError('REPLAYED_OFFER', 'This offer was already received once.');
+    this.seen.set(message.transferId, now);
+    const opened = openOffer(offerFromWire(message), this.client.identity);
+    checkReceivedPaths(opened.header.entries.map((e) => e.path));
+    return opened;
+  }
+
+  private incoming(message: OfferMessage, opened: OpenedOffer): IncomingOffer {
+    const client = this.client;
+    const from = message.sender.peerId;
+    let answered = false;
+    const answerOnce = () => {
+      if (answered) throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
+      answered = true;
+    };
+    return {
+      transferId: message.transferId,
+      sender: client.peers.get(from) ?? { ...message.sender, name: 'unknown peer' },
+      senderVerified: this.options.isVerified?.(from) ?? false,
+      entries: opened.header.entries,
+      fileCount: opened.header.entries.filter((e) => e.type === 'file').length,
+      totalBytes: opened.header.plainBytes,
+      recipientCount: message.stanzas.length,
+      accept: (options) => {
+        answerOnce();
+        return receive(client, message.transferId, opened, options);
+      },
+      decline: () => {
+        answerOnce();
+        client.answer(message.transferId, false);
+      },
+    };
+  }
+}
+
+interface PlannedFile {
+  readonly receivedPath: string;
+  readonly size: number;
+  readonly mode: number | undefined;
+  readonly mtimeMs: number | undefined;
+  finalPath: string;
+  readonly tempPath: string;
+}
+
+async function receive(client: RelayClient, transferId: string, opened: OpenedOffer, options: AcceptOptions): Promise<ReceiveResult> {
+  const started = performance.now();
+  const { layout, keys, header } = opened;
+  const output = new PayloadOutput(transferId, options.onConflict ?? 'rename');
+  const meter = new ProgressMeter(transferId, header.plainBytes, options.onProgress);
+  try {
+    await output.prepare(header.entries, options);
+  } catch (error) {
+    const e = toSftError(error);
+    await output.abort();
+    client.cancel(transferId, e.code, e.message);
+    throw e;
+  }
+
+  return new Promise<ReceiveResult>((resolve, reject) => {
+    let expected = 0;
+    let finished = false;
+    let queue = Promise.resolve();
+    let stallTimer: NodeJS.Timeout | undefined;
+    const stallMs = options.stallTimeoutMs ?? 120_000;
+
+    const fail = (error: SftError, tellRelay: boolean) => {
+      if (finished) return;
+      finished = true;
+      cleanup();
+      if (tellRelay) client.cancel(transferId, error.code, error.message);
+      output.abort().finally(() => reject(error));
+    };
+    const armStall = () => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => fail(new SftError('TIMEOUT', 'The sender stopped sending.'), true), stallMs);
+    };
+    const onAbort = () => fail(new SftError('CANCELLED', 'You cancelled the transfer.'), true);
+    const cleanup = () => {
+      clearTimeout(stallTimer);
+      unregister();
+      options.signal?.removeEventListener('abort', onAbort);
+    };
+
+    const handleChunk = async (index: number, data: Buffer) => {
+      if (finished) return;
+      // The index on the wire is only a hint; the receiver decrypts with the index it expects,
+      // so a reordered or replayed chunk fails authentication rather than landing elsewhere.
+      if (index !== expected) throw new SftError('INTEGRITY', `Chunk ${index} arrived where chunk ${expected} was expected.`);
+      const plaintext = openChunk(keys.payloadKey, layout, expected, data);
+      await output.write(plaintext);
+      expected += 1;
+      client.ack(transferId, index);
+      meter.update(Math.min(expected * layout.chunkSize, header.plainBytes));
+      if (expected === layout.chunkCount) {
+        const files = await output.commit();
+        if (finished) return;
+        finished = true;
+        cleanup();
+        client.done(transferId);
+        resolve({ transferId, files, plainBytes: header.plainBytes, durationMs: performance.now() - started });
+      }
+    };
+
+    const unregister = client.register(transferId, {
+      chunk: (index, data) => {
+        armStall();
+        queue = queue.then(() => handleChunk(index, data)).catch((error: unknown) => fail(toSftError(error), true));
+      },
+      cancel: (code: ErrorCode, message: string) => fail(new SftError(code, message), false),
+      disconnected: () => fail(new SftError('PEER_GONE', 'The connection to the relay dropped.'), false),
+    });
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) return onAbort();
+    armStall();
+    client.answer(transferId, true);
+  });
+}
+
+/** The files being written: planned names, temporary files, and the final renames. */
+class PayloadOutput {
+  private files: PlannedFile[] = [];
+  private readonly createdDirs: string[] = [];
+  private current = -1;
+  private handle: fs.FileHandle | undefined;
+  private written = 0;
+
+  constructor(
+    private readonly transferId: string,
+    private readonly policy: ConflictPolicy,
+  ) {}
+
+  async prepare(entries: readonly HeaderEntry[], options: AcceptOptions): Promise<void> {
+    const root = path.resolve(options.directory);
+    await fs.mkdir(root, { recursive: true });
+    const rootReal = await fs.realpath(root);
+    const fileEntries = entries.filter((e) => e.type === 'file');
+    const singleSaveAs = options.saveAs !== undefined && fileEntries.length === 1 && entries.length === 1;
+    if (options.saveAs !== undefined && !singleSaveAs) throw new SftError('BAD_MESSAGE', 'Save As needs an offer of exactly one file.');
+
+    const targets = entries.map((entry) => {
+      const renamed = options.rename?.(entry.path);
+      return { entry, components: checkReceivedPath(renamed ?? entry.path) };
+    });
+    checkReceivedPaths(targets.map((t) => t.components.join('/')));
+
+    for (const { entry, components } of targets) {
+      if (entry.type === 'dir') {
+        await this.makeDirs(rootReal, components);
+        continue;
+      }
+      let finalPath: string;
+      if (singleSaveAs) {
+        finalPath = path.resolve(options.saveAs!);
+      } else {
+        await this.makeDirs(rootReal, components.slice(0, -1));
+        finalPath = resolveInside(rootReal, components);
+      }
+      finalPath = await this.resolveConflict(finalPath);
+      this.files.push({
+        receivedPath: entry.path,
+        size: entry.size,
+        mode: entry.mode,
+        mtimeMs: entry.mtimeMs,
+        finalPath,
+        tempPath: path.join(path.dirname(finalPath), temporaryNameFor(path.basename(finalPath), this.transferId)),
+      });
+    }
+    await checkFreeSpace(rootReal, this.files.reduce((sum, f) => sum + f.size, 0));
+  }
+
+  /** Creates each folder one level at a time, refusing to pass through a link to elsewhere. */
+  private async makeDirs(root: string, components: readonly string[]): Promise<void> {
+    for (let depth = 1; depth <= components.length; depth++) {
+      const dir = resolveInside(root, components.slice(0, depth));
+      try {
+        await fs.mkdir(dir);
+        this.createdDirs.push(dir);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const stat = await fs.lstat(dir);
+      if (!stat.isDirectory()) throw new SftError('UNSAFE_NAME', `${path.basename(dir)} exists in the destination and is not a folder.`);
+    }
+  }
+
+  private async resolveConflict(finalPath: string): Promise<string> {
+    if (!(await exists(finalPath)) || this.policy === 'overwrite') return finalPath;
+    if (this.policy === 'fail') throw new SftError('FILE_EXISTS', `${path.basename(finalPath)} already exists.`);
+    const ext = path.extname(finalPath);
+    const stem = finalPath.slice(0, finalPath.length - ext.length);
+    for (let n = 1; n < 10_000; n++) {
+      const candidate = `${stem} (${n})${ext}`;
+      if (!(await exists(candidate)) && !this.files.some((f) => f.finalPath === candidate)) return candidate;
+    }
+    throw new SftError('FILE_EXISTS', `${path.basename(finalPath)} already exists.`);
+  }
+
+  /** Appends plaintext, spilling across file boundaries in header order. */
+  async write(data: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < data.length || this.needsAdvance()) {
+      if (this.needsAdvance()) {
+        await this.advance();
+        continue;
+      }
+      const file = this.files[this.current]!;
+      const n = Math.min(data.length - offset, file.size - this.written);
+      if (n === 0) throw new SftError('INTEGRITY', 'More data arrived than the sender declared.');
+      const { bytesWritten } = await this.handle!.write(data, offset, n);
+      offset += bytesWritten;
+      this.written += bytesWritten;
+    }
+  }
+
+  /** True when the current file is full (or none is open) and another remains. */
+  private needsAdvance(): boolean {
+    const file = this.files[this.current];
+    return (!file || this.written === file.size) && this.current < this.files.length - 1;
+  }
+
+  private async advance(): Promise<void> {
+    await this.closeCurrent();
+    this.current += 1;
+    this.written = 0;
+    // 'wx': create exclusively, never through an existing file or link of the same name.
+    this.handle = await fs.open(this.files[this.current]!.tempPath, 'wx', 0o600);
+  }
+
+  private async closeCurrent(): Promise<void> {
+    if (!this.handle) return;
+    const file = this.files[this.current]!;
+    if (this.written !== file.size) throw new SftError('INTEGRITY', `${file.receivedPath} is shorter than declared.`);
+    await this.handle.sync();
+    await this.handle.close();
+    this.handle = undefined;
+  }
+
+  /** After the last chunk: flush, then move every file into place. */
+  async commit(): Promise<ReceivedFile[]> {
+    while (this.needsAdvance()) await this.advance(); // Trailing empty files.
+    await this.closeCurrent();
+    if (this.current !== this.files.length - 1) throw new SftError('INTEGRITY', 'The payload ended before every file arrived.');
+    const saved: ReceivedFile[] = [];
+    for (const file of this.files) {
+      await fs.chmod(file.tempPath, file.mode !== undefined && file.mode & 0o111 ? 0o755 : 0o644);
+      if (file.mtimeMs !== undefined) await fs.utimes(file.tempPath, new Date(), new Date(file.mtimeMs));
+      file.finalPath = await this.moveIntoPlace(file);
+      saved.push({ receivedPath: file.receivedPath, savedAs: file.finalPath, size: file.size });
+    }
+    return saved;
+  }
+
+  /**
+   * Renames without overwriting: a hard link fails if the name was taken meanwhile, where a rename
+   * would silently replace it. File systems without hard links fall back to check-then-rename.
+   */
+  private async moveIntoPlace(file: PlannedFile): Promise<string> {
+    if (this.policy === 'overwrite') {
+      await fs.rename(file.tempPath, file.finalPath);
+      return file.finalPath;
+    }
+    for (;;) {
+      try {
+        await fs.link(file.tempPath, file.finalPath);
+        await fs.unlink(file.tempPath);
+        return file.finalPath;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') {
+          file.finalPath = await this.resolveConflict(file.finalPath);
+          continue;
+        }
+        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV' && code !== 'ENOSYS') throw error;
+        if (await exists(file.finalPath)) file.finalPath = await this.resolveConflict(file.finalPath);
+        await fs.rename(file.tempPath, file.finalPath);
+        return file.finalPath;
+      }
+    }
+  }
+
+  /** Removes every temporary file and every folder this transfer created (if still empty). */
+  async abort(): Promise<void> {
+    await this.handle?.close().catch(() => undefined);
+    this.handle = undefined;
+    await Promise.all(this.files.map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));
+    for (const dir of [...this.createdDirs].reverse()) await fs.rmdir(dir).catch(() => undefined);
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.lstat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Refuses up front when the disk cannot hold the payload, where the platform can tell. */
+async function checkFreeSpace(dir: string, bytes: number): Promise<void> {
+  let free: number;
+  try {
+    const stats = await fs.statfs(dir);
+    free = stats.bavail * stats.bsize;
+  } catch {
+    return;
+  }
+  if (free < bytes) throw new SftError('NO_SPACE', `Not enough free space: ${bytes} bytes needed, ${free} available.`);
+}

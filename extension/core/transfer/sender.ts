@@ -1,0 +1,163 @@
+/**
+ * Sending: seal an offer for the chosen recipients, wait for their answers, then stream the
+ * payload chunk by chunk. At most `window` chunks are in flight beyond the slowest accepting
+ * recipient's acknowledgement, so a slow receiver slows its sender instead of filling the relay.
+ */
+import { SftError, toSftError, type ErrorCode } from '../errors';
+import { newTransferId, sealOffer } from '../crypto/envelope';
+import { DEFAULT_CHUNK_SIZE, plainChunkLength, sealChunk } from '../crypto/stream';
+import { offerToWire, peerIdentity, type PeerInfo } from '../protocol';
+import { ProgressMeter, type Progress } from '../format';
+import type { RelayClient } from '../client';
+import { PayloadReader, collectSources, type Sources } from './sources';
+
+export interface SendOptions {
+  readonly paths: readonly string[];
+  readonly to: readonly PeerInfo[];
+  readonly chunkSize?: number;
+  readonly onProgress?: (progress: Progress) => void;
+  /** Called once the offer is out, with the transfer id and what is being sent. */
+  readonly onOffered?: (transferId: string, sources: Sources) => void;
+  readonly signal?: AbortSignal;
+  /** How long recipients have to answer (default 10 minutes). */
+  readonly answerTimeoutMs?: number;
+  /** How long the sender waits for an acknowledgement before giving up (default 2 minutes). */
+  readonly stallTimeoutMs?: number;
+}
+
+export type RecipientOutcome =
+  | { readonly peerId: string; readonly outcome: 'done' }
+  | { readonly peerId: string; readonly outcome: 'declined' }
+  | { readonly peerId: string; readonly outcome: 'failed'; readonly code: ErrorCode; readonly message: string };
+
+export interface SendResult {
+  readonly transferId: string;
+  readonly recipients: readonly RecipientOutcome[];
+  readonly plainBytes: number;
+  readonly cipherBytes: number;
+  readonly files: number;
+  readonly durationMs: number;
+}
+
+type Leg = { state: 'offered' | 'accepted' | 'declined' | 'done' | 'failed'; acked: number; code?: ErrorCode; message?: string };
+
+export async function sendFiles(client: RelayClient, options: SendOptions): Promise<SendResult> {
+  if (options.to.length === 0) throw new SftError('BAD_MESSAGE', 'Choose at least one recipient.');
+  const started = performance.now();
+  const sources = await collectSources(options.paths);
+  const chunkSize = Math.min(options.chunkSize ?? DEFAULT_CHUNK_SIZE, client.relayLimits?.maxChunkSize ?? DEFAULT_CHUNK_SIZE);
+  const window = client.relayLimits?.window ?? 8;
+  const transferId = newTransferId();
+  const { offer, keys, layout } = sealOffer({
+    sender: client.identity,
+    recipients: options.to.map(peerIdentity),
+    transferId,
+    createdAt: Date.now(),
+    header: { v: 1, entries: sources.entries, chunkSize, plainBytes: sources.totalBytes },
+  });
+
+  const legs = new Map<string, Leg>(options.to.map((p) => [p.peerId, { state: 'offered', acked: 0 }]));
+  const meter = new ProgressMeter(transferId, sources.totalBytes, options.onProgress);
+  // Wakes the streaming loop whenever an answer, acknowledgement or outcome arrives.
+  let wake: () => void = () => undefined;
+  let fatal: SftError | undefined;
+  const changed = () => wake();
+  const live = () => [...legs.values()].filter((l) => l.state === 'offered' || l.state === 'accepted');
+  const accepted = () => [...legs.values()].filter((l) => l.state === 'accepted');
+
+  const unregister = client.register(transferId, {
+    answer: (m) => {
+      const leg = legs.get(m.from);
+      if (leg?.state === 'offered') leg.state = m.accept ? 'accepted' : 'declined';
+      changed();
+    },
+    ack: (m) => {
+      const leg = legs.get(m.from);
+      if (leg && m.index + 1 > leg.acked) leg.acked = m.index + 1;
+      const slowest = Math.min(...accepted().map((l) => l.acked), layout.chunkCount);
+      meter.update(Math.min(slowest * chunkSize, sources.totalBytes));
+      changed();
+    },
+    done: (m) => {
+      const leg = legs.get(m.from);
+      if (leg?.state === 'accepted' && leg.acked === layout.chunkCount) leg.state = 'done';
+      changed();
+    },
+    cancel: (code, message, from) => {
+      if (from && legs.has(from) && from !== client.identity.peerId) {
+        const leg = legs.get(from)!;
+        if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'failed', code, message });
+      } else {
+        // The relay (or the transfer as a whole) ended it.
+        fatal = new SftError(code, message);
+      }
+      changed();
+    },
+    disconnected: () => {
+      fatal = new SftError('PEER_GONE', 'The connection to the relay dropped.');
+      changed();
+    },
+  });
+
+  const onAbort = () => {
+    fatal = new SftError('CANCELLED', 'The transfer was cancelled.');
+    client.cancel(transferId, 'CANCELLED', 'The sender cancelled.');
+    changed();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  /** Waits until `ready()` holds, failing on a fatal outcome or after `timeoutMs` of silence. */
+  const until = async (ready: () => boolean, timeoutMs: number, what: string) => {
+    while (!ready()) {
+      if (fatal) throw fatal;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new SftError('TIMEOUT', what)), timeoutMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    if (fatal) throw fatal;
+  };
+
+  const reader = new PayloadReader(sources.files);
+  let offered = false;
+  try {
+    if (options.signal?.aborted) throw new SftError('CANCELLED', 'The transfer was cancelled.');
+    await client.offer(offerToWire(offer));
+    offered = true;
+    options.onOffered?.(transferId, sources);
+    await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.');
+    const stall = options.stallTimeoutMs ?? 120_000;
+    for (let index = 0; index < layout.chunkCount && accepted().length > 0; index++) {
+      const plaintext = await reader.read(plainChunkLength(layout, index));
+      await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
+      if (accepted().length === 0) break;
+      client.sendChunk(transferId, index, sealChunk(keys.payloadKey, layout, index, plaintext));
+    }
+    if (accepted().length > 0) await reader.end();
+    await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
+  } catch (error) {
+    const e = toSftError(error);
+    if (e.code !== 'CANCELLED' && e.code !== 'PEER_GONE') client.cancel(transferId, e.code, e.message);
+    for (const leg of live()) Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
+    // Before the offer is out there is no transfer to report on; after, each leg has an outcome.
+    if (!offered) throw e;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    unregister();
+    await reader.close();
+  }
+
+  return {
+    transferId,
+    recipients: [...legs].map(([peerId, leg]): RecipientOutcome =>
+      leg.state === 'done' ? { peerId, outcome: 'done' } : leg.state === 'declined' ? { peerId, outcome: 'declined' } : { peerId, outcome: 'failed', code: leg.code ?? 'INTERNAL', message: leg.message ?? 'The transfer failed.' },
+    ),
+    plainBytes: sources.totalBytes,
+    cipherBytes: layout.cipherBytes,
+    files: sources.files.length,
+    durationMs: performance.now() - started,
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * Test harness: a real relay on port 0, real socket.io-client peers with fresh identities, and
+ * temporary folders on disk. Everything started here is torn down by `close()`.
+ */
+import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
+import { RelayClient } from '../../extension/core/client';
+import { Identity } from '../../extension/core/crypto/identity';
+import { Inbox, type IncomingOffer } from '../../extension/core/transfer/receiver';
+
+export interface Peer {
+  readonly client: RelayClient;
+  readonly inbox: Inbox;
+  readonly identity: Identity;
+  readonly name: string;
+  /** Resolves with the next offer this peer receives. */
+  nextOffer(): Promise<IncomingOffer>;
+}
+
+export class Harness {
+  relay!: Relay;
+  url!: string;
+  private readonly peers: Peer[] = [];
+  private readonly dirs: string[] = [];
+
+  static async start(options: RelayOptions = {}): Promise<Harness> {
+    const h = new Harness();
+    h.relay = createRelay(options);
+    h.url = await h.relay.start();
+    return h;
+  }
+
+  async peer(name: string, extra: { token?: string; identity?: Identity } = {}): Promise<Peer> {
+    const identity = extra.identity ?? Identity.generate();
+    const client = new RelayClient({ url: this.url, identity, name, reconnect: false, ...(extra.token ? { token: extra.token } : {}) });
+    const inbox = new Inbox(client);
+    const peer: Peer = {
+      client,
+      inbox,
+      identity,
+      name,
+      nextOffer: () => new Promise((resolve) => inbox.once('offer', resolve)),
+    };
+    this.peers.push(peer);
+    await client.connect();
+    return peer;
+  }
+
+  /** Waits until `peer` sees every one of `names` online. */
+  async until(check: () => boolean, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error('timed out waiting for a condition');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async tempDir(label = 'sft-test-'): Promise<string> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), label));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.peers) {
+      p.inbox.dispose();
+      p.client.close();
+    }
+    await this.relay?.stop();
+    await Promise.all(this.dirs.map((d) => fs.rm(d, { recursive: true, force: true })));
+  }
+}
+
+/** Writes `size` bytes of deterministic pseudo-random data (streamed, so any size works). */
+export async function writeRandomFile(file: string, size: number, seed = 'seed'): Promise<string> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const handle = await fs.open(file, 'w');
+  const hash = crypto.createHash('sha256');
+  try {
+    const block = 4 * 1024 * 1024;
+    let counter = 0;
+    for (let written = 0; written < size; ) {
+      const n = Math.min(block, size - written);
+      const key = crypto.createHash('sha256').update(`${seed}:${counter++}`).digest();
+      const data = crypto.createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(n));
+      hash.update(data);
+      await handle.write(data);
+      written += n;
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest('hex');
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = crypto.createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Every file under `dir`, relative, "/"-separated, sorted. */
+export async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string, rel: string) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        out.push(`${r}/`);
+        await walk(path.join(d, e.name), r);
+      } else out.push(r);
+    }
+  };
+  await walk(dir, '');
+  return out.sort();
+}
