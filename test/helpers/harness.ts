@@ -3,7 +3,6 @@
  * temporary folders on disk. Everything started here is torn down by `close()`.
  */
 import fs from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -97,11 +96,7 @@ export async function writeRandomFile(file: string, size: number, seed = 'seed')
   return hash.digest('hex');
 }
 
-export async function sha256File(file: string): Promise<string> {
-  const hash = crypto.createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
+export { sha256File } from '../../scripts/hash';
 
 /** Every file under `dir`, relative, "/"-separated, sorted. */
 export async function listTree(dir: string): Promise<string[]> {

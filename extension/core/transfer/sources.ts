@@ -3,6 +3,7 @@
  * reader that streams their bytes, in header order, as one payload. Memory stays at one chunk.
  */
 import fs from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { SftError, toSftError } from '../errors';
 import { checkReceivedPaths } from '../names';
@@ -33,7 +34,7 @@ export async function collectSources(paths: readonly string[]): Promise<Sources>
   const files: SourceFile[] = [];
   const skipped: string[] = [];
 
-  const addFile = (absolutePath: string, relative: string, stat: import('node:fs').Stats) => {
+  const addFile = (absolutePath: string, relative: string, stat: Stats) => {
     entries.push({ path: relative, type: 'file', size: stat.size, mode: stat.mode & 0o777, mtimeMs: Math.floor(stat.mtimeMs) });
     files.push({ absolutePath, size: stat.size, mtimeMs: stat.mtimeMs });
   };

@@ -1,0 +1,247 @@
+/**
+ * `sft`: the command-line client. The same keys, protocol and guarantees as the VS Code extension,
+ * for build servers and terminals. Results go to stdout, progress and diagnostics to stderr, and
+ * the exit code tells scripts what happened (see EXIT_CODES).
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { RelayClient } from '../core/client';
+import { SftError, toSftError } from '../core/errors';
+import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity';
+import { FileSecretStore, loadOrCreateIdentity } from '../core/keystore';
+import { loadTrustFile, saveTrustFile, type TrustBook } from '../core/trust';
+import { escapeForDisplay } from '../core/names';
+import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { peerIdentity, type PeerInfo } from '../core/protocol';
+import { sendFiles } from '../core/transfer/sender';
+import { Inbox, type ConflictPolicy, type IncomingOffer } from '../core/transfer/receiver';
+import { confirm, progressPrinter } from './terminal';
+import { EXIT_CODES, exitCodeFor } from './exit-codes';
+
+function defaultIdentityDir(): string {
+  if (process.platform === 'win32') return path.join(process.env.APPDATA ?? path.join(os.homedir(), 'AppData', 'Roaming'), 'sft');
+  if (process.platform === 'darwin') return path.join(os.homedir(), 'Library', 'Application Support', 'sft');
+  return path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'sft');
+}
+
+interface CommonOptions {
+  relay: string;
+  token?: string;
+  tokenFile?: string;
+  name: string;
+  identity: string;
+}
+
+async function resolveToken(options: CommonOptions): Promise<string | undefined> {
+  if (options.tokenFile) return (await fs.readFile(options.tokenFile, 'utf8')).trim();
+  if (options.token && !process.env.SFT_TOKEN) {
+    // The process list shows argv to every local user; environment and files are private.
+    process.stderr.write('warning: --token is visible in the process list; prefer SFT_TOKEN or --token-file.\n');
+  }
+  return options.token;
+}
+
+async function openSession(options: CommonOptions) {
+  const store = new FileSecretStore(path.join(options.identity, 'identity.json'));
+  const { identity, created } = await loadOrCreateIdentity(store);
+  if (created) process.stderr.write(`Created a new identity in ${store.file} (peer id ${identity.peerId}).\n`);
+  const trustFile = path.join(options.identity, 'trust.json');
+  const trust = await loadTrustFile(trustFile);
+  return { identity, trust, trustFile };
+}
+
+async function connect(options: CommonOptions) {
+  const session = await openSession(options);
+  const token = await resolveToken(options);
+  const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: false, ...(token ? { token } : {}) });
+  client.on('notice', (n) => process.stderr.write(`relay: ${n.message} (${n.code})\n`));
+  await client.connect();
+  // Trust on first use: remember every peer we meet, so a later key change is noticed.
+  const remember = async () => {
+    let changed = false;
+    for (const p of client.peers.values()) changed = session.trust.remember(p.peerId, p.name) || changed;
+    if (changed) await saveTrustFile(session.trustFile, session.trust);
+  };
+  await remember();
+  client.on('peers', () => void remember());
+  return { ...session, client };
+}
+
+function describePeer(peer: PeerInfo, trust: TrustBook): string {
+  const verdict = trust.verdict(peer.peerId, peer.name);
+  const badge = verdict === 'verified' ? 'verified' : verdict === 'changed' ? 'KEY CHANGED: verify again' : 'not verified';
+  return `${escapeForDisplay(peer.name)} (${shortPeerId(peer.peerId)}, ${badge})`;
+}
+
+function program(): Command {
+  const cli = new Command('sft')
+    .description('Send and receive files end-to-end encrypted through a Secure File Transfer relay.')
+    .showHelpAfterError()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const common = (command: Command) =>
+    command
+      .addOption(new Option('--relay <url>', 'relay address').env('SFT_RELAY').default('http://127.0.0.1:7474'))
+      .addOption(new Option('--token <token>', 'team token (prefer SFT_TOKEN or --token-file: argv is visible to other users)').env('SFT_TOKEN'))
+      .addOption(new Option('--token-file <file>', 'read the team token from a file'))
+      .addOption(new Option('--name <name>', 'display name shown to teammates').env('SFT_NAME').default(os.userInfo().username))
+      .addOption(new Option('--identity <dir>', 'folder holding this identity (key file mode 0600)').env('SFT_IDENTITY_DIR').default(defaultIdentityDir()));
+
+  common(cli.command('id').description("print this identity's peer id and fingerprint")).action(async (options: CommonOptions) => {
+    const { identity } = await openSession(options);
+    process.stdout.write(`peer id:     ${identity.peerId}\nfingerprint: ${fingerprint(identity)}\n`);
+  });
+
+  common(cli.command('peers').description('list who is online on the relay'))
+    .option('--json', 'print JSON')
+    .action(async (options: CommonOptions & { json?: boolean }) => {
+      const { client, trust } = await connect(options);
+      const peers = [...client.peers.values()].sort((a, b) => a.name.localeCompare(b.name));
+      if (options.json) {
+        process.stdout.write(JSON.stringify(peers.map((p) => ({ peerId: p.peerId, name: p.name, verified: trust.isVerified(p.peerId) }))) + '\n');
+      } else if (peers.length === 0) {
+        process.stdout.write('Nobody else is online.\n');
+      } else {
+        for (const p of peers) process.stdout.write(`${p.peerId}  ${describePeer(p, trust)}\n`);
+      }
+      client.close();
+    });
+
+  common(cli.command('verify').description("compare safety numbers with a teammate and mark their key verified"))
+    .argument('<peer>', 'name or peer id')
+    .option('--yes', 'mark verified without asking (only after comparing the numbers another way)')
+    .action(async (peerName: string, options: CommonOptions & { yes?: boolean }) => {
+      const { client, trust, trustFile, identity } = await connect(options);
+      const peer = client.findPeer(peerName);
+      process.stdout.write(`Safety number with ${escapeForDisplay(peer.name)}:\n\n  ${safetyNumber(identity, peerIdentity(peer))}\n\nRead it to each other (in person or on a call). If it matches, nobody sits between you.\n`);
+      const ok = options.yes || (process.stdin.isTTY && (await confirm('Do the numbers match?')));
+      if (ok) {
+        trust.markVerified(peer.peerId, peer.name);
+        await saveTrustFile(trustFile, trust);
+        process.stdout.write(`Marked ${escapeForDisplay(peer.name)} as verified.\n`);
+      } else {
+        process.stdout.write('Not marked as verified.\n');
+      }
+      client.close();
+    });
+
+  common(cli.command('send').description('send files or folders to one or more teammates'))
+    .argument('<paths...>', 'files or folders')
+    .requiredOption('--to <peers>', 'recipients: names or peer ids, comma-separated')
+    .option('--json', 'print the result as JSON')
+    .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean }) => {
+      const { client, trust } = await connect(options);
+      const to = options.to.split(',').map((s) => client.findPeer(s.trim()));
+      for (const peer of to) {
+        if (trust.verdict(peer.peerId, peer.name) === 'changed') {
+          process.stderr.write(`WARNING: ${describePeer(peer, trust)}: this name was verified with a different key. Run "sft verify" before trusting it.\n`);
+        }
+      }
+      const progress = progressPrinter('sending');
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      const result = await sendFiles(client, {
+        paths,
+        to,
+        signal: controller.signal,
+        onProgress: (p) => progress.update(p),
+        onOffered: (_id, sources) => {
+          const skipped = sources.skipped.length > 0 ? ` (skipped ${sources.skipped.length} links or special files)` : '';
+          process.stderr.write(`Offered ${sources.files.length} file(s), ${formatBytes(sources.totalBytes)}, to ${to.map((p) => escapeForDisplay(p.name)).join(', ')}${skipped}; waiting for an answer…\n`);
+        },
+      });
+      progress.end();
+      client.close();
+      if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
+      let exit: number = EXIT_CODES.ok;
+      for (const r of result.recipients) {
+        const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
+        if (r.outcome === 'done') {
+          if (!options.json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
+        } else if (r.outcome === 'declined') {
+          process.stderr.write(`${name} declined.\n`);
+          exit = Math.max(exit, EXIT_CODES.declined);
+        } else {
+          process.stderr.write(`Not delivered to ${name}: ${r.message} (${r.code})\n`);
+          exit = Math.max(exit, exitCodeFor(r.code));
+        }
+      }
+      process.exitCode = exit;
+    });
+
+  common(cli.command('receive').description('wait for offers and save them'))
+    .requiredOption('--out <dir>', 'folder to save into')
+    .option('--yes', 'accept every offer without asking')
+    .option('--once', 'exit after the first transfer')
+    .addOption(new Option('--on-conflict <policy>', 'when a file exists').choices(['rename', 'overwrite', 'fail']).default('rename'))
+    .action(async (options: CommonOptions & { out: string; yes?: boolean; once?: boolean; onConflict: ConflictPolicy }) => {
+      const { client, trust } = await connect(options);
+      const inbox = new Inbox(client, { isVerified: (id) => trust.isVerified(id) });
+      process.stderr.write(`Waiting for files as ${escapeForDisplay(options.name)} (${shortPeerId(client.identity.peerId)}); saving to ${path.resolve(options.out)}. Ctrl-C to stop.\n`);
+      let busy = Promise.resolve();
+      const finished = new Promise<void>((resolve) => {
+        inbox.on('refused', (r) => {
+          process.stderr.write(`Refused an offer from ${shortPeerId(r.from)}: ${r.error.message} (${r.error.code})\n`);
+          process.exitCode = exitCodeFor(r.error.code);
+          if (options.once) resolve();
+        });
+        inbox.on('offer', (offer) => {
+          // One prompt at a time: offers queue behind the one being answered.
+          busy = busy.then(async () => {
+            const code = await handleOffer(offer, options, trust);
+            if (code !== EXIT_CODES.ok) process.exitCode = code;
+            if (options.once) resolve();
+          });
+        });
+        client.on('state', (state) => {
+          if (state === 'disconnected') {
+            process.stderr.write('Disconnected from the relay.\n');
+            process.exitCode = EXIT_CODES.network;
+            resolve();
+          }
+        });
+        process.once('SIGINT', () => resolve());
+      });
+      await finished;
+      await busy;
+      inbox.dispose();
+      client.close();
+    });
+
+  return cli;
+}
+
+async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: boolean; onConflict: ConflictPolicy }, trust: TrustBook): Promise<number> {
+  const names = offer.entries.filter((e) => e.type === 'file').map((e) => escapeForDisplay(e.path));
+  const shown = names.length > 5 ? [...names.slice(0, 5), `… and ${names.length - 5} more`] : names;
+  process.stderr.write(`${describePeer(offer.sender, trust)} wants to send ${offer.fileCount} file(s), ${formatBytes(offer.totalBytes)}:\n${shown.map((n) => `  ${n}\n`).join('')}`);
+  const accept = options.yes || (process.stdin.isTTY ? await confirm('Accept?') : false);
+  if (!accept) {
+    if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
+    offer.decline();
+    return EXIT_CODES.declined;
+  }
+  const progress = progressPrinter('receiving');
+  try {
+    const result = await offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p) });
+    progress.end();
+    for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
+    process.stderr.write(`Received ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}); every chunk verified.\n`);
+    return EXIT_CODES.ok;
+  } catch (error) {
+    progress.end();
+    const e = toSftError(error);
+    process.stderr.write(`Transfer failed: ${e.message} (${e.code}). Nothing partial was kept.\n`);
+    return exitCodeFor(e.code);
+  }
+}
+
+program()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    const e = toSftError(error);
+    process.stderr.write(`sft: ${e.message} (${e.code})\n`);
+    process.exitCode = error instanceof SftError ? exitCodeFor(e.code) : EXIT_CODES.failed;
+  });
