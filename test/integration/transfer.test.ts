@@ -1,0 +1,182 @@
+/**
+ * Transfers end to end: a real relay on port 0, real socket.io-client peers, real files on disk.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
+import { sendFiles } from '../../extension/core/transfer/sender';
+import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
+import type { ReceiveResult } from '../../extension/core/transfer/receiver';
+
+let h: Harness;
+let alice: Peer;
+let bob: Peer;
+
+before(async () => {
+  h = await Harness.start();
+  alice = await h.peer('alice');
+  bob = await h.peer('bob');
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+});
+after(() => h.close());
+
+/** Sends `paths` from `from` to each of `to`, every recipient accepting into its own new folder. */
+async function transfer(from: Peer, to: Peer[], paths: string[]) {
+  const outs = await Promise.all(to.map(() => h.tempDir('sft-out-')));
+  const received: Promise<ReceiveResult>[] = to.map((peer, i) => peer.nextOffer().then((offer) => offer.accept({ directory: outs[i]! })));
+  const sent = await sendFiles(from.client, { paths, to: to.map((p) => from.client.findPeer(p.name)) });
+  return { sent, received: await Promise.all(received), outs };
+}
+
+describe('file sizes', () => {
+  for (const size of [0, 1, DEFAULT_CHUNK_SIZE - 1, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE + 1, 3 * DEFAULT_CHUNK_SIZE]) {
+    test(`${size} bytes arrive byte-identical`, async () => {
+      const src = await h.tempDir();
+      const file = path.join(src, `file-${size}.bin`);
+      const sum = await writeRandomFile(file, size, `size-${size}`);
+      const { sent, received, outs } = await transfer(alice, [bob], [file]);
+      assert.deepEqual(sent.recipients, [{ peerId: bob.identity.peerId, outcome: 'done' }]);
+      assert.equal(received[0]!.files.length, 1);
+      assert.equal(await sha256File(path.join(outs[0]!, `file-${size}.bin`)), sum);
+      assert.deepEqual(await listTree(outs[0]!), [`file-${size}.bin`], 'no temporary files are left behind');
+    });
+  }
+
+  test('several hundred MB stream through with flat memory and arrive byte-identical', async () => {
+    const size = 300 * 1024 * 1024 + 12345;
+    const src = await h.tempDir();
+    const file = path.join(src, 'large.bin');
+    const sum = await writeRandomFile(file, size, 'large');
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+    const { sent, outs } = await transfer(alice, [bob], [file]).finally(() => clearInterval(sampler));
+    assert.equal(sent.recipients[0]!.outcome, 'done');
+    assert.equal(sent.plainBytes, size);
+    assert.equal(await sha256File(path.join(outs[0]!, 'large.bin')), sum);
+    // Not a benchmark: a loose bound that only a whole-file buffer (300 MB) would break.
+    assert.ok(peak - before < 200 * 1024 * 1024, `RSS grew by ${Math.round((peak - before) / 2 ** 20)} MiB`);
+  });
+});
+
+test('a folder tree arrives with its structure, including empty files and folders', async () => {
+  const src = await h.tempDir();
+  const root = path.join(src, 'project');
+  await writeRandomFile(path.join(root, 'README.md'), 1000, 'r');
+  await writeRandomFile(path.join(root, 'src', 'main.ts'), 70_000, 'm');
+  await writeRandomFile(path.join(root, 'src', 'deep', 'er', 'x.bin'), DEFAULT_CHUNK_SIZE * 2 + 7, 'x');
+  await writeRandomFile(path.join(root, 'empty.txt'), 0, 'e');
+  await fs.mkdir(path.join(root, 'logs', 'none'), { recursive: true });
+  const single = path.join(src, 'notes.txt');
+  await fs.writeFile(single, 'loose file beside the folder');
+  const { sent, outs } = await transfer(alice, [bob], [root, single]);
+  assert.equal(sent.recipients[0]!.outcome, 'done');
+  assert.deepEqual(await listTree(outs[0]!), await listTree(src));
+  for (const rel of ['project/README.md', 'project/src/main.ts', 'project/src/deep/er/x.bin', 'project/empty.txt', 'notes.txt']) {
+    assert.equal(await sha256File(path.join(outs[0]!, rel)), await sha256File(path.join(src, rel)), rel);
+  }
+});
+
+test('one ciphertext stream fans out to several recipients', async () => {
+  const carol = await h.peer('carol');
+  await h.until(() => alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const file = path.join(src, 'shared.bin');
+  const sum = await writeRandomFile(file, DEFAULT_CHUNK_SIZE * 5 + 3, 'shared');
+  const { sent, outs } = await transfer(alice, [bob, carol], [file]);
+  assert.deepEqual(new Set(sent.recipients.map((r) => r.outcome)), new Set(['done']));
+  for (const out of outs) assert.equal(await sha256File(path.join(out, 'shared.bin')), sum);
+});
+
+test('three senders and three receivers at once', async () => {
+  const senders = await Promise.all(['s1', 's2', 's3'].map((n) => h.peer(n)));
+  const receivers = await Promise.all(['r1', 'r2', 'r3'].map((n) => h.peer(n)));
+  await h.until(() => senders.every((s) => receivers.every((r) => s.client.peers.has(r.identity.peerId))));
+  const src = await h.tempDir();
+  const jobs = senders.map(async (sender, i) => {
+    const receiver = receivers[i]!;
+    const file = path.join(src, `from-${sender.name}.bin`);
+    const sum = await writeRandomFile(file, 3_000_000 + i, sender.name);
+    const out = await h.tempDir();
+    const got = receiver.nextOffer().then((o) => o.accept({ directory: out }));
+    const sent = await sendFiles(sender.client, { paths: [file], to: [sender.client.findPeer(receiver.name)] });
+    await got;
+    assert.equal(sent.recipients[0]!.outcome, 'done');
+    assert.equal(await sha256File(path.join(out, `from-${sender.name}.bin`)), sum);
+  });
+  await Promise.all(jobs);
+});
+
+test('a declined offer writes nothing and tells the sender', async () => {
+  const src = await h.tempDir();
+  const file = path.join(src, 'unwanted.bin');
+  await writeRandomFile(file, 5000);
+  bob.nextOffer().then((offer) => offer.decline());
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  assert.deepEqual(sent.recipients, [{ peerId: bob.identity.peerId, outcome: 'declined' }]);
+});
+
+test('an existing file is never overwritten without consent', async () => {
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const file = path.join(src, 'report.pdf');
+  const sum = await writeRandomFile(file, 4000, 'new');
+  await fs.writeFile(path.join(out, 'report.pdf'), 'precious');
+
+  const renamed = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  assert.equal((await renamed).files[0]!.savedAs, path.join(out, 'report (1).pdf'));
+  assert.equal(await fs.readFile(path.join(out, 'report.pdf'), 'utf8'), 'precious');
+  assert.equal(await sha256File(path.join(out, 'report (1).pdf')), sum);
+
+  const refused = bob.nextOffer().then((o) => o.accept({ directory: out, onConflict: 'fail' }));
+  refused.catch(() => undefined); // Asserted below, after the sender's side.
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  await assert.rejects(refused, { code: 'FILE_EXISTS' });
+  assert.equal(sent.recipients[0]!.outcome, 'failed');
+  assert.equal(await fs.readFile(path.join(out, 'report.pdf'), 'utf8'), 'precious');
+});
+
+test('a transfer cancelled by the receiver midway leaves no partial file and tells the sender', async () => {
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const file = path.join(src, 'big.bin');
+  await writeRandomFile(file, 40 * 1024 * 1024, 'cancel');
+  const controller = new AbortController();
+  const received = bob.nextOffer().then((o) =>
+    o.accept({
+      directory: out,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.bytes > 4 * 1024 * 1024) controller.abort();
+      },
+    }),
+  );
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  await assert.rejects(received, { code: 'CANCELLED' });
+  assert.equal(sent.recipients[0]!.outcome, 'failed');
+  assert.deepEqual(await listTree(out), [], 'neither the file nor its temporary remains');
+});
+
+test('a transfer cancelled by the sender midway leaves no partial file', async () => {
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const file = path.join(src, 'big.bin');
+  await writeRandomFile(file, 40 * 1024 * 1024, 'cancel2');
+  const controller = new AbortController();
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = sendFiles(alice.client, {
+    paths: [file],
+    to: [alice.client.findPeer('bob')],
+    signal: controller.signal,
+    onProgress: (p) => {
+      if (p.bytes > 4 * 1024 * 1024) controller.abort();
+    },
+  });
+  await assert.rejects(received, { code: 'CANCELLED' });
+  const result = await sent;
+  assert.equal(result.recipients[0]!.outcome, 'failed');
+  assert.deepEqual(await listTree(out), []);
+});
