@@ -1,0 +1,362 @@
+/**
+ * The relay as a regulator: who may join, who may claim which identity, presence, limits, hostile
+ * messages, the audit trail, and what it sees of a transfer (ciphertext only).
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import os from 'node:os';
+import { Harness, sha256File, writeRandomFile } from '../helpers/harness';
+import { rawConnect, rawJoin, waitFor } from '../helpers/raw';
+import { Identity } from '../../extension/core/crypto/identity';
+import { RelayClient } from '../../extension/core/client';
+import { sendFiles } from '../../extension/core/transfer/sender';
+import { newTransferId, proveJoin, sealOffer } from '../../extension/core/crypto/envelope';
+import { Inbox } from '../../extension/core/transfer/receiver';
+import { MAX_MESSAGE_BYTES, offerToWire, peerIdentity, peerInfo, type Result } from '../../extension/core/protocol';
+import { startTapProxy } from '../../scripts/tap-proxy';
+
+const harnesses: Harness[] = [];
+async function relay(options: Parameters<typeof Harness.start>[0] = {}) {
+  const h = await Harness.start(options);
+  harnesses.push(h);
+  return h;
+}
+after(async () => {
+  for (const h of harnesses) await h.close();
+});
+
+async function sendAndCheck(h: Harness, from: string, to: string, size = 2_000_000) {
+  const a = await h.peer(from);
+  const b = await h.peer(to);
+  await h.until(() => a.client.peers.has(b.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const file = path.join(src, 'payload.bin');
+  const sum = await writeRandomFile(file, size, from);
+  const got = b.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(a.client, { paths: [file], to: [a.client.findPeer(to)] });
+  await got;
+  assert.equal(sent.recipients[0]!.outcome, 'done');
+  assert.equal(await sha256File(path.join(out, 'payload.bin')), sum);
+}
+
+test('GET /healthz answers 200', async () => {
+  const h = await relay();
+  const res = await fetch(`${h.url}/healthz`);
+  assert.equal(res.status, 200);
+  assert.equal(((await res.json()) as { ok: boolean }).ok, true);
+});
+
+describe('admission', () => {
+  test('a client without the team token, or with a wrong one, is refused with UNAUTHORIZED', async () => {
+    const h = await relay({ tokens: ['correct horse battery staple'] });
+    await assert.rejects(h.peer('no-token'), { code: 'UNAUTHORIZED' });
+    await assert.rejects(h.peer('wrong-token', { token: 'tr0ub4dor&3' }), { code: 'UNAUTHORIZED' });
+    const ok = await h.peer('member', { token: 'correct horse battery staple' });
+    assert.equal(ok.client.state, 'connected');
+  });
+
+  test('a client speaking another protocol version is refused', async () => {
+    const h = await relay();
+    await assert.rejects(rawConnect(h.url, { v: 999 }), { code: 'PROTOCOL_VERSION' });
+  });
+
+  test("a client claiming another's peer id is refused: it cannot sign the challenge", async () => {
+    const h = await relay();
+    const victim = await h.peer('victim');
+    const mallory = Identity.generate();
+    const conn = await rawConnect(h.url);
+    // Mallory claims the victim's id and keys but can only sign with her own key.
+    const claimed = peerInfo(victim.identity, 'victim');
+    const result = await rawJoin(conn, mallory, 'victim', claimed);
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.error.code, 'BAD_PROOF');
+    await waitFor(() => !conn.socket.connected);
+    assert.equal(victim.client.state, 'connected', 'the victim keeps its connection');
+  });
+
+  test("a victim's proof replayed on another connection is refused (fresh challenge per connection)", async () => {
+    const h = await relay();
+    const victim = Identity.generate();
+    const first = await rawConnect(h.url);
+    const second = await rawConnect(h.url);
+    // Proof made for the first connection's challenge, presented on the second.
+    const stolen = await new Promise<Result>((resolve) => {
+      const proofForFirst = rawJoinPayload(victim, first.challenge.nonce, first.challenge.relayId);
+      second.socket.timeout(5000).emit('hello', proofForFirst, (_e: unknown, r: Result) => resolve(r));
+    });
+    assert.equal(!stolen.ok && stolen.error.code, 'BAD_PROOF');
+    first.close();
+  });
+
+  test('a claimed id that is not the hash of the presented keys is refused', async () => {
+    const h = await relay();
+    const me = Identity.generate();
+    const other = Identity.generate();
+    const conn = await rawConnect(h.url);
+    const result = await rawJoin(conn, me, 'me', { peerId: other.peerId });
+    assert.equal(!result.ok && result.error.code, 'BAD_PROOF');
+  });
+
+  test('a connection that never proves its identity is dropped', async () => {
+    const h = await relay({ helloTimeoutMs: 300 });
+    const conn = await rawConnect(h.url);
+    await waitFor(() => !conn.socket.connected, 3000);
+  });
+});
+
+/** A hello built by hand, so the test controls which challenge is signed. */
+function rawJoinPayload(identity: Identity, nonce: string, relayId: string) {
+  return { ...peerInfo(identity, 'victim'), proof: proveJoin(identity, Buffer.from(nonce, 'base64url'), relayId).toString('base64url') };
+}
+
+test('presence: peers see each other join and leave, live', async () => {
+  const h = await relay();
+  const a = await h.peer('alice');
+  const b = await h.peer('bob');
+  await h.until(() => a.client.peers.has(b.identity.peerId) && b.client.peers.has(a.identity.peerId));
+  const listed = a.client.peers.get(b.identity.peerId)!;
+  assert.equal(listed.name, 'bob');
+  assert.deepEqual(peerIdentity(listed).signPublicKey, b.identity.signPublicKey);
+  b.client.close();
+  await h.until(() => !a.client.peers.has(b.identity.peerId));
+});
+
+test('a reconnecting identity replaces its stale connection', async () => {
+  const h = await relay();
+  const identity = Identity.generate();
+  const watcher = await h.peer('watcher');
+  const first = await h.peer('twin', { identity });
+  await h.until(() => watcher.client.peers.has(identity.peerId));
+  const second = await h.peer('twin', { identity });
+  await h.until(() => first.client.state === 'disconnected');
+  assert.equal(second.client.state, 'connected');
+  assert.ok(watcher.client.peers.has(identity.peerId), 'the replaced connection does not announce a departure');
+});
+
+describe('limits', () => {
+  test('FILE_TOO_LARGE: the declared size is checked before anything is relayed', async () => {
+    const h = await relay({ maxFileSize: 1000 });
+    const a = await h.peer('a');
+    const b = await h.peer('b');
+    await h.until(() => a.client.peers.has(b.identity.peerId));
+    const src = await h.tempDir();
+    await writeRandomFile(path.join(src, 'big.bin'), 1001);
+    await assert.rejects(sendFiles(a.client, { paths: [path.join(src, 'big.bin')], to: [a.client.findPeer('b')] }), { code: 'FILE_TOO_LARGE' });
+    await writeRandomFile(path.join(src, 'ok.bin'), 1000);
+    b.nextOffer().then((o) => o.accept({ directory: src + '-in' }));
+    const sent = await sendFiles(a.client, { paths: [path.join(src, 'ok.bin')], to: [a.client.findPeer('b')] });
+    assert.equal(sent.recipients[0]!.outcome, 'done');
+    await fs.rm(src + '-in', { recursive: true, force: true });
+  });
+
+  test('TOO_MANY_TRANSFERS: concurrent transfers per client are capped', async () => {
+    const h = await relay({ maxTransfersPerClient: 1 });
+    const a = await h.peer('a');
+    const b = await h.peer('b');
+    await h.until(() => a.client.peers.has(b.identity.peerId));
+    const src = await h.tempDir();
+    await writeRandomFile(path.join(src, 'x.bin'), 10);
+    // b never answers the first offer, so it stays open.
+    const first = sendFiles(a.client, { paths: [path.join(src, 'x.bin')], to: [a.client.findPeer('b')], answerTimeoutMs: 2000 });
+    await new Promise<void>((resolve) => b.inbox.once('offer', () => resolve()));
+    await assert.rejects(sendFiles(a.client, { paths: [path.join(src, 'x.bin')], to: [a.client.findPeer('b')] }), { code: 'TOO_MANY_TRANSFERS' });
+    const result = await first;
+    assert.equal(result.recipients[0]!.outcome, 'failed');
+  });
+
+  test('RATE_LIMITED: a flood of control messages is refused and the flooder disconnected; others unaffected', async () => {
+    const h = await relay({ controlRate: { perSecond: 5, burst: 10 } });
+    const flooder = Identity.generate();
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, flooder, 'flooder')).ok, true);
+    for (let i = 0; i < 200 && conn.socket.connected; i++) conn.socket.emit('answer', { transferId: 'A'.repeat(22), accept: true });
+    await waitFor(() => !conn.socket.connected, 5000);
+    assert.ok(conn.errors.some((e) => e.code === 'RATE_LIMITED'));
+    await sendAndCheck(h, 'calm-a', 'calm-b');
+  });
+
+  test('JOIN_RATE_LIMITED: connection attempts per address are capped', async () => {
+    const h = await relay({ joinRate: { perSecond: 0.1, burst: 3 } });
+    const codes: unknown[] = [];
+    for (let i = 0; i < 6; i++) {
+      await rawConnect(h.url).then(
+        (c) => c.close(),
+        (e: { code?: string }) => codes.push(e.code),
+      );
+    }
+    assert.deepEqual(codes, ['JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED']);
+  });
+});
+
+describe('hostile clients', () => {
+  test('malformed, unknown and misdirected messages are refused with codes while a transfer completes', async () => {
+    const h = await relay();
+    const hostile = Identity.generate();
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, hostile, 'hostile')).ok, true);
+    const good = sendAndCheck(h, 'good-a', 'good-b', 8_000_000);
+    const s = conn.socket;
+    const garbage: unknown[] = [null, 42, 'text', [], { transferId: 7 }, { transferId: 'x'.repeat(10_000) }, { index: -1 }, Buffer.alloc(100)];
+    for (const g of garbage) {
+      for (const event of ['answer', 'ack', 'done', 'cancel']) s.emit(event, g);
+      s.emit('chunk', g, g, g);
+      s.emit('offer', g, () => undefined);
+    }
+    s.emit('no-such-event', { hello: 'world' });
+    // Messages for a transfer that does not exist, or is not this client's.
+    s.emit('chunk', 'B'.repeat(22), 0, Buffer.alloc(10));
+    s.emit('ack', { transferId: 'B'.repeat(22), index: 0 });
+    await good;
+    const codes = new Set(conn.errors.map((e) => e.code));
+    assert.ok(codes.has('BAD_MESSAGE'), `got ${[...codes].join(',')}`);
+    assert.ok(codes.has('UNKNOWN_TRANSFER'), `got ${[...codes].join(',')}`);
+  });
+
+  test('an oversized frame disconnects only its sender', async () => {
+    const h = await relay();
+    const hostile = Identity.generate();
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, hostile, 'hostile')).ok, true);
+    conn.socket.emit('chunk', 'C'.repeat(22), 0, Buffer.alloc(MAX_MESSAGE_BYTES + 1024));
+    await waitFor(() => !conn.socket.connected, 5000);
+    await sendAndCheck(h, 'after-a', 'after-b');
+  });
+
+  test('messages before joining are refused with NOT_JOINED', async () => {
+    const h = await relay();
+    const conn = await rawConnect(h.url);
+    conn.socket.emit('cancel', { transferId: 'D'.repeat(22), code: 'CANCELLED' });
+    await waitFor(() => conn.errors.length > 0);
+    assert.equal(conn.errors[0]!.code, 'NOT_JOINED');
+    conn.close();
+  });
+
+  test('chunks before the recipient accepts, out of order, or from a non-sender are refused', async () => {
+    const h = await relay();
+    const mallory = Identity.generate();
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, mallory, 'mallory')).ok, true);
+    const eve = await rawConnect(h.url);
+    assert.equal((await rawJoin(eve, Identity.generate(), 'eve')).ok, true);
+    const bob = await h.peer('bob');
+    await h.until(() => bob.client.peers.size === 2);
+
+    /** Mallory offers bob 200 bytes in 64-byte chunks; resolves once bob has the offer. */
+    const offerToBob = async () => {
+      const transferId = newTransferId();
+      const { offer } = sealOffer({
+        sender: mallory,
+        recipients: [bob.identity.publicIdentity],
+        transferId,
+        createdAt: Date.now(),
+        header: { v: 1, entries: [{ path: 'a.bin', type: 'file', size: 200 }], chunkSize: 64, plainBytes: 200 },
+      });
+      const incoming = bob.nextOffer();
+      const reply = (await conn.socket.timeout(5000).emitWithAck('offer', offerToWire(offer))) as Result;
+      assert.equal(reply.ok, true);
+      return { transferId, incoming: await incoming };
+    };
+    const nextCancel = () => new Promise<{ code: string }>((resolve) => conn.socket.once('cancel', resolve));
+
+    const early = await offerToBob();
+    let cancelled = nextCancel();
+    conn.socket.emit('chunk', early.transferId, 0, Buffer.alloc(64 + 16));
+    assert.equal((await cancelled).code, 'NOT_ACCEPTED');
+
+    const skipping = await offerToBob();
+    const out = await h.tempDir();
+    const answered = new Promise((resolve) => conn.socket.once('answer', resolve));
+    const receiving = skipping.incoming.accept({ directory: out });
+    await answered;
+    cancelled = nextCancel();
+    conn.socket.emit('chunk', skipping.transferId, 1, Buffer.alloc(64 + 16));
+    assert.equal((await cancelled).code, 'OUT_OF_ORDER');
+    await assert.rejects(receiving, { code: 'OUT_OF_ORDER' });
+    assert.deepEqual(await fs.readdir(out), [], 'nothing was written');
+
+    const intruded = await offerToBob();
+    eve.socket.emit('chunk', intruded.transferId, 0, Buffer.alloc(64 + 16));
+    eve.socket.emit('answer', { transferId: intruded.transferId, accept: true });
+    await waitFor(() => eve.errors.length >= 2);
+    assert.deepEqual(eve.errors.map((e) => e.code), ['NOT_PARTICIPANT', 'NOT_PARTICIPANT']);
+    intruded.incoming.decline();
+    eve.close();
+    conn.close();
+  });
+});
+
+test('the relay sees only ciphertext: no file name and no content marker crosses it in the clear', async () => {
+  const h = await relay();
+  const recorded: Buffer[] = [];
+  const tap = await startTapProxy(h.url, (_d, data) => recorded.push(Buffer.from(data)));
+  try {
+    const marker = `MARKER-${crypto.randomBytes(12).toString('hex')}`;
+    const name = `secret-plans-${crypto.randomBytes(4).toString('hex')}.txt`;
+    const a = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'tapped-alice', reconnect: false });
+    const b = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'tapped-bob', reconnect: false });
+    const inbox = new Inbox(b);
+    await a.connect();
+    await b.connect();
+    await h.until(() => a.peers.has(b.identity.peerId));
+    const src = await h.tempDir();
+    const out = await h.tempDir();
+    const content = Buffer.concat([Buffer.from(`${marker}\n`), crypto.randomBytes(600_000), Buffer.from(`\n${marker}\n`)]);
+    await fs.writeFile(path.join(src, name), content);
+    const got = new Promise((resolve) => inbox.once('offer', (o) => resolve(o.accept({ directory: out }))));
+    const sent = await sendFiles(a, { paths: [path.join(src, name)], to: [a.findPeer('tapped-bob')] });
+    await got;
+    assert.equal(sent.recipients[0]!.outcome, 'done');
+    assert.deepEqual(await fs.readFile(path.join(out, name)), content);
+    inbox.dispose();
+    a.close();
+    b.close();
+
+    const wire = Buffer.concat(recorded);
+    assert.ok(wire.length > content.length, 'the tap recorded the whole transfer');
+    // The tap does see what the relay is meant to see, so it would see a leak too.
+    assert.ok(wire.includes(Buffer.from('tapped-bob')), 'display names are visible to the relay by design');
+    for (const needle of [name, marker, path.basename(name, '.txt')]) {
+      assert.equal(wire.includes(Buffer.from(needle)), false, `"${needle}" crossed the relay in UTF-8`);
+      assert.equal(wire.includes(Buffer.from(needle, 'utf16le')), false, `"${needle}" crossed the relay in UTF-16`);
+      assert.equal(wire.toString('latin1').includes(Buffer.from(needle).toString('base64').slice(0, 16)), false, `"${needle}" crossed the relay in base64`);
+    }
+  } finally {
+    await tap.close();
+  }
+});
+
+test('the audit log has one JSON line per event, with ids and ciphertext sizes, and never a file name', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-audit-'));
+  const auditLog = path.join(dir, 'audit.jsonl');
+  const h = await relay({ auditLog });
+  const a = await h.peer('auditor-a');
+  const b = await h.peer('auditor-b');
+  await h.until(() => a.client.peers.has(b.identity.peerId));
+  const src = await h.tempDir();
+  const name = 'confidential-merger-terms.pdf';
+  await writeRandomFile(path.join(src, name), 100_000);
+  const got = b.nextOffer().then((o) => o.accept({ directory: src + '-in' }));
+  const sent = await sendFiles(a.client, { paths: [path.join(src, name)], to: [a.client.findPeer('auditor-b')] });
+  await got;
+  b.nextOffer().then((o) => o.decline());
+  await sendFiles(a.client, { paths: [path.join(src, name)], to: [a.client.findPeer('auditor-b')] });
+  await new Promise((r) => setTimeout(r, 100)); // The decline's audit line is written as the sender learns of it.
+  const text = await fs.readFile(auditLog, 'utf8');
+  const lines = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const events = lines.map((l) => l.event);
+  assert.deepEqual(events, ['join', 'join', 'offer', 'accept', 'complete', 'offer', 'decline']);
+  for (const line of lines) assert.match(String(line.ts), /^\d{4}-\d\d-\d\dT/);
+  const complete = lines.find((l) => l.event === 'complete')!;
+  assert.equal(complete.from, a.identity.peerId);
+  assert.equal(complete.to, b.identity.peerId);
+  assert.equal(complete.cipherBytes, sent.cipherBytes);
+  assert.equal(typeof complete.durationMs, 'number');
+  assert.equal(text.includes('confidential'), false);
+  assert.equal(text.includes(a.identity.signPublicKey.toString('base64url')), false, 'no keys in the audit log');
+  await fs.rm(dir, { recursive: true, force: true });
+  await fs.rm(src + '-in', { recursive: true, force: true });
+});
