@@ -1,0 +1,114 @@
+/**
+ * The command-line client and the relay as real processes: `sft-relay` on port 0, `sft` senders
+ * and receivers with their own identity folders, real files, and the exit codes scripts rely on.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { run, start, startRelayProcess, waitForLine, type Running } from '../helpers/processes';
+import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
+import { EXIT_CODES } from '../../extension/cli/exit-codes';
+
+const TOKEN = 'team-token-for-cli-tests';
+let work: string;
+let relay: Running;
+let env: Record<string, string>;
+
+const as = (name: string) => ['--name', name, '--identity', path.join(work, `id-${name}`)];
+
+before(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-cli-'));
+  const started = await startRelayProcess(['--audit-log', path.join(work, 'audit.jsonl')], { SFT_RELAY_TOKEN: TOKEN });
+  relay = started.relay;
+  // The token travels in the environment, never in argv.
+  env = { SFT_RELAY: started.url, SFT_TOKEN: TOKEN };
+});
+
+after(async () => {
+  await relay.stop();
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+test('sft id creates a private identity file and prints the peer id and fingerprint', async () => {
+  const result = await run('sft', ['id', ...as('ida')], env);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^peer id: +[a-z2-7]{26}$/m);
+  assert.match(result.stdout, /^fingerprint: +(\d{5} ){5}\d{5}$/m);
+  const file = path.join(work, 'id-ida', 'identity.json');
+  if (process.platform !== 'win32') assert.equal((await fs.stat(file)).mode & 0o777, 0o600);
+  const again = await run('sft', ['id', ...as('ida')], env);
+  assert.equal(again.stdout, result.stdout, 'the identity is stable across runs');
+  assert.equal(result.stdout.includes(JSON.parse(await fs.readFile(file, 'utf8'))['sft.identity.v1']), false);
+});
+
+test('sft send and sft receive move files and a folder between processes', async () => {
+  const src = path.join(work, 'src');
+  const out = path.join(work, 'received');
+  const bigSum = await writeRandomFile(path.join(src, 'video.bin'), 20 * 1024 * 1024 + 3, 'cli');
+  await writeRandomFile(path.join(src, 'docs', 'a.txt'), 100, 'a');
+  await writeRandomFile(path.join(src, 'docs', 'sub', 'b.txt'), 0, 'b');
+  const receiver = start('sft', ['receive', '--out', out, '--yes', '--once', ...as('bob')], env);
+  await waitForLine(receiver.stderr, /Waiting for files/);
+  const peers = await run('sft', ['peers', '--json', ...as('alice')], env);
+  assert.equal(peers.code, 0, peers.stderr);
+  assert.deepEqual((JSON.parse(peers.stdout) as Array<{ name: string }>).map((p) => p.name), ['bob']);
+
+  const sent = await run('sft', ['send', path.join(src, 'video.bin'), path.join(src, 'docs'), '--to', 'bob', ...as('alice')], env);
+  assert.equal(sent.code, EXIT_CODES.ok, sent.stderr);
+  assert.match(sent.stdout, /Delivered to bob: 3 file\(s\)/);
+  assert.equal(await receiver.exited, EXIT_CODES.ok, receiver.stderr.join('\n'));
+  assert.match(receiver.stderr.join('\n'), /alice \([a-z2-7]{8}, not verified\) wants to send 3 file\(s\)/);
+  assert.deepEqual(await listTree(out), ['docs/', 'docs/a.txt', 'docs/sub/', 'docs/sub/b.txt', 'video.bin']);
+  assert.equal(await sha256File(path.join(out, 'video.bin')), bigSum);
+});
+
+test('exit codes: unknown recipient, missing token, declined offer, missing file', async () => {
+  const src = path.join(work, 'codes');
+  await writeRandomFile(path.join(src, 'f.bin'), 10);
+  const nobody = await run('sft', ['send', path.join(src, 'f.bin'), '--to', 'nobody', ...as('carol')], env);
+  assert.equal(nobody.code, EXIT_CODES.peer, nobody.stderr);
+  assert.match(nobody.stderr, /PEER_OFFLINE/);
+
+  const noToken = await run('sft', ['peers', ...as('carol')], { SFT_RELAY: env.SFT_RELAY! });
+  assert.equal(noToken.code, EXIT_CODES.refused);
+  assert.match(noToken.stderr, /team token \(UNAUTHORIZED\)/);
+
+  // A receiver that is not a terminal and has no --yes declines.
+  const decliner = start('sft', ['receive', '--out', path.join(work, 'declined'), '--once', ...as('dave')], env);
+  await waitForLine(decliner.stderr, /Waiting for files/);
+  const declined = await run('sft', ['send', path.join(src, 'f.bin'), '--to', 'dave', ...as('carol')], env);
+  assert.equal(declined.code, EXIT_CODES.declined, declined.stderr);
+  assert.equal(await decliner.exited, EXIT_CODES.declined);
+
+  const missing = await run('sft', ['send', path.join(src, 'nope.bin'), '--to', 'carol', ...as('erin')], env);
+  assert.notEqual(missing.code, EXIT_CODES.ok);
+});
+
+test('sft verify shows the same safety number on both sides and records the verification', async () => {
+  const waiting = start('sft', ['receive', '--out', path.join(work, 'v'), ...as('frank')], env);
+  await waitForLine(waiting.stderr, /Waiting for files/);
+  const grace = start('sft', ['receive', '--out', path.join(work, 'v2'), ...as('grace')], env);
+  await waitForLine(grace.stderr, /Waiting for files/);
+  const fromFrank = await run('sft', ['verify', 'grace', '--yes', ...as('frank')], env);
+  await waiting.stop();
+  const fromGrace = await run('sft', ['verify', 'frank', ...as('grace')], env);
+  await grace.stop();
+  const number = (s: string) => /^ {2}((?:\d{5} ){11}\d{5})$/m.exec(s)?.[1];
+  assert.ok(number(fromFrank.stdout));
+  assert.equal(number(fromFrank.stdout), number(fromGrace.stdout));
+  assert.match(fromFrank.stdout, /Marked grace as verified/);
+  assert.match(fromGrace.stdout, /Not marked as verified/, 'without a terminal or --yes, nothing is marked');
+  const trust = JSON.parse(await fs.readFile(path.join(work, 'id-frank', 'trust.json'), 'utf8')) as { peers: Record<string, { verifiedAt?: string }> };
+  assert.equal(Object.values(trust.peers).filter((p) => p.verifiedAt).length, 1);
+});
+
+test('the relay process logs no secrets and shuts down cleanly on SIGTERM', async () => {
+  const { relay: r, url } = await startRelayProcess([], { SFT_RELAY_TOKEN: 'another-secret-token' });
+  const health = await fetch(`${url}/healthz`);
+  assert.equal(health.status, 200);
+  const code = await r.stop('SIGTERM');
+  assert.equal(code, 0);
+  assert.equal([...r.stdout, ...r.stderr].join('\n').includes('another-secret-token'), false);
+});
