@@ -34,7 +34,7 @@ import {
 } from '../extension/core/protocol';
 import { SftError, toSftError, type ErrorCode } from '../extension/core/errors';
 import { checkJoinProof } from '../extension/core/crypto/envelope';
-import { MAX_CHUNK_SIZE, layoutFromCipher, plainChunkLength, type PayloadLayout } from '../extension/core/crypto/stream';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, layoutFromCipher, plainChunkLength, type PayloadLayout } from '../extension/core/crypto/stream';
 import { TAG_BYTES } from '../extension/core/crypto/primitives';
 import { KeyedRateLimiter, TokenBucket } from './rate-limit';
 import { fileAudit, nullAudit, type AuditSink } from './audit';
@@ -86,6 +86,7 @@ const roomOf = (peerId: string) => `peer:${peerId}`;
 const JOINED = 'joined';
 /** Refused messages after which a client is disconnected. */
 const MAX_VIOLATIONS = 50;
+const RECENTLY_ENDED = 10_000;
 
 export interface Relay {
   /** Listens and resolves with the URL clients should use. */
@@ -103,13 +104,20 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const relayId = options.relayId ?? `sft-relay-${crypto.randomBytes(6).toString('hex')}`;
   const tokens = (options.tokens ?? []).filter((t) => t.length > 0).map((t) => crypto.createHash('sha256').update(t).digest());
   const windowSize = options.window ?? 16;
-  const maxChunkSize = Math.min(options.maxChunkSize ?? MAX_CHUNK_SIZE, MAX_CHUNK_SIZE);
+  const maxChunkSize = options.maxChunkSize ?? MAX_CHUNK_SIZE;
+  // What the relay announces must pass the clients' own checks of the challenge.
+  if (!Number.isInteger(windowSize) || windowSize < 1 || windowSize > 1024) throw new RangeError('window must be between 1 and 1024 chunks.');
+  if (!Number.isInteger(maxChunkSize) || maxChunkSize < MIN_CHUNK_SIZE || maxChunkSize > MAX_CHUNK_SIZE) {
+    throw new RangeError(`maxChunkSize must be between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE} bytes.`);
+  }
   const maxTransfersPerClient = options.maxTransfersPerClient ?? 8;
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
   const audit: AuditSink = typeof options.auditLog === 'string' ? fileAudit(options.auditLog) : (options.auditLog ?? nullAudit);
   const transfers = new Map<string, TransferState>();
+  /** Recently ended transfers, whose late chunks and acks are dropped quietly, not held against anyone. */
+  const ended = new Set<string>();
 
   const httpServer = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/healthz') {
@@ -145,9 +153,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
     };
     if (!joinLimiter.take(address)) return refuse('JOIN_RATE_LIMITED', 'Too many connection attempts from this address; try again shortly.');
     const auth = HandshakeSchema.safeParse(socket.handshake.auth);
-    if (!auth.success || auth.data.v !== PROTOCOL_VERSION) {
+    if (auth.success && auth.data.v !== PROTOCOL_VERSION) {
       return refuse('PROTOCOL_VERSION', `This relay speaks protocol version ${PROTOCOL_VERSION}; update the client.`);
     }
+    if (!auth.success) return refuse('BAD_MESSAGE', 'Malformed connection request.');
     if (tokens.length > 0) {
       // Compare hashes in constant time so the comparison leaks neither the token nor its length.
       const presented = crypto.createHash('sha256').update(auth.data.token ?? '').digest();
@@ -178,7 +187,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const guard = <A extends unknown[]>(event: string, isControl: boolean, handler: (...args: A) => void | Promise<void>) =>
       (...args: A) => {
         const reply = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as Reply) : undefined;
-        const fail = (error: SftError) => (reply ? reply({ ok: false, error: errorMessage(error.code, error.message) }) : violation(error));
+        const fail = (error: SftError) => (reply ? reply({ ok: false, error: errorMessage(error.code, error.message) }) : violation(error, transferOf(args)));
         try {
           if (isControl && !control.take()) throw new SftError('RATE_LIMITED', 'Too many messages; slow down.');
           if (event !== 'hello' && !socket.data.peer) throw new SftError('NOT_JOINED', 'Join the relay before sending messages.');
@@ -193,6 +202,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
       const e = toSftError(error);
       if (e.code === 'INTERNAL') log.error({ err: error }, 'internal error while handling a message');
       return e.code === 'INTERNAL' ? new SftError('INTERNAL', 'The relay could not handle that message.') : e;
+    };
+
+    /** The transfer a message was about, so the client can route the refusal to it. */
+    const transferOf = (args: unknown[]): string | undefined => {
+      const first = args[0] as { transferId?: unknown } | string | undefined;
+      const id = typeof first === 'string' ? first : first?.transferId;
+      return typeof id === 'string' && /^[A-Za-z0-9_-]{22}$/.test(id) ? id : undefined;
     };
 
     socket.onAny((event: string) => {
@@ -289,6 +305,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       guard('chunk', false, (transferId: unknown, index: unknown, data: unknown) => {
         if (!isChunk(transferId, index, data)) throw new SftError('BAD_MESSAGE', 'Malformed chunk.');
         const transfer = transfers.get(transferId as string);
+        if (!transfer && ended.has(transferId as string)) return; // Was in flight when the transfer ended.
         if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
         if (transfer.from !== me()) throw new SftError('NOT_PARTICIPANT', 'Only the sender may send chunks.');
         const receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
@@ -311,6 +328,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'ack',
       guard('ack', false, (raw: unknown) => {
         const ack = parse(AckSchema, raw, 'ack');
+        if (!transfers.has(ack.transferId) && ended.has(ack.transferId)) return;
         const { transfer, recipient } = asRecipient(ack.transferId);
         if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 < recipient.acked) {
           throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
@@ -388,12 +406,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
   function abort(transfer: TransferState, by: string, error: SftError, kind: 'cancel' | 'fail' = 'fail'): void {
     const message = { transferId: transfer.id, code: error.code, message: error.message, from: by };
     const live = [...transfer.recipients].filter(([, r]) => r.state === 'offered' || r.state === 'accepted');
-    const ended = by === transfer.from ? live : live.filter(([id]) => id === by);
-    for (const [id, recipient] of ended) {
+    const legs = by === transfer.from ? live : live.filter(([id]) => id === by);
+    for (const [id, recipient] of legs) {
       recipient.state = 'failed';
       audit.write({ event: kind, transfer: transfer.id, from: transfer.from, to: id, by, code: error.code, cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
     }
-    const notify = [...ended.map(([id]) => id), transfer.from].filter((id) => id !== by || kind === 'fail');
+    if (legs.length === 0) return settle(transfer);
+    const notify = [...legs.map(([id]) => id), transfer.from].filter((id) => id !== by || kind === 'fail');
     if (notify.length > 0) io.to(notify.map(roomOf)).emit('cancel', message);
     settle(transfer);
   }
@@ -401,7 +420,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /** Forgets a transfer once no leg is live; the sender learns the outcome of each leg as it ends. */
   function settle(transfer: TransferState): void {
     const live = [...transfer.recipients.values()].some((r) => r.state === 'offered' || r.state === 'accepted');
-    if (!live) transfers.delete(transfer.id);
+    if (live) return;
+    transfers.delete(transfer.id);
+    ended.add(transfer.id);
+    if (ended.size > RECENTLY_ENDED) ended.delete(ended.values().next().value!);
   }
 
   let url: string | undefined;

@@ -52,10 +52,14 @@ async function openSession(options: CommonOptions) {
   return { identity, trust, trustFile };
 }
 
+/** Clients this run opened; closed on any exit path so a failed command never hangs. */
+const openClients = new Set<RelayClient>();
+
 async function connect(options: CommonOptions) {
   const session = await openSession(options);
   const token = await resolveToken(options);
   const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: false, ...(token ? { token } : {}) });
+  openClients.add(client);
   client.on('notice', (n) => process.stderr.write(`relay: ${n.message} (${n.code})\n`));
   await client.connect();
   // Trust on first use: remember every peer we meet, so a later key change is noticed.
@@ -181,6 +185,7 @@ function program(): Command {
       const inbox = new Inbox(client, { isVerified: (id) => trust.isVerified(id) });
       process.stderr.write(`Waiting for files as ${escapeForDisplay(options.name)} (${shortPeerId(client.identity.peerId)}); saving to ${path.resolve(options.out)}. Ctrl-C to stop.\n`);
       let busy = Promise.resolve();
+      let closing = false;
       const finished = new Promise<void>((resolve) => {
         inbox.on('refused', (r) => {
           process.stderr.write(`Refused an offer from ${shortPeerId(r.from)}: ${r.error.message} (${r.error.code})\n`);
@@ -196,16 +201,17 @@ function program(): Command {
           });
         });
         client.on('state', (state) => {
-          if (state === 'disconnected') {
+          if (state === 'disconnected' && !closing) {
             process.stderr.write('Disconnected from the relay.\n');
             process.exitCode = EXIT_CODES.network;
             resolve();
           }
         });
-        process.once('SIGINT', () => resolve());
+        for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
       });
       await finished;
       await busy;
+      closing = true;
       inbox.dispose();
       client.close();
     });
@@ -244,4 +250,7 @@ program()
     const e = toSftError(error);
     process.stderr.write(`sft: ${e.message} (${e.code})\n`);
     process.exitCode = error instanceof SftError ? exitCodeFor(e.code) : EXIT_CODES.failed;
+  })
+  .finally(() => {
+    for (const client of openClients) client.close();
   });

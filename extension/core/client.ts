@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { io, type Socket } from 'socket.io-client';
 import { SftError, isErrorCode, type ErrorCode } from './errors';
 import {
+  CLIENT_CANCEL_CODES,
   ChallengeSchema,
   ForwardedAckSchema,
   ForwardedAnswerSchema,
@@ -21,10 +22,12 @@ import {
   SOCKET_PATH,
   isChunk,
   parse,
+  peerIdentity,
   peerInfo,
   type AckMessage,
   type AnswerMessage,
   type ChallengeMessage,
+  type ClientCancelCode,
   type ClientToRelayEvents,
   type ErrorMessage,
   type Forwarded,
@@ -35,7 +38,7 @@ import {
   type TransferRef,
 } from './protocol';
 import { proveJoin } from './crypto/envelope';
-import type { Identity } from './crypto/identity';
+import { peerIdOf, type Identity } from './crypto/identity';
 
 export interface RelayClientOptions {
   readonly url: string;
@@ -184,7 +187,9 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   }
 
   cancel(transferId: string, code: ErrorCode, message?: string): void {
-    if (this.socket.connected) this.socket.emit('cancel', { transferId, code, ...(message ? { message: message.slice(0, 500) } : {}) });
+    // Codes only the relay may give (PEER_GONE, …) are reported to it as a plain cancellation.
+    const reported = (CLIENT_CANCEL_CODES as readonly ErrorCode[]).includes(code) ? (code as ClientCancelCode) : 'CANCELLED';
+    if (this.socket.connected) this.socket.emit('cancel', { transferId, code: reported, ...(message ? { message: message.slice(0, 500) } : {}) });
   }
 
   private requireConnected(): void {
@@ -236,7 +241,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     s.on('disconnect', () => this.onDisconnected());
     s.io.on('reconnect_attempt', () => this.setState('connecting'));
     s.on('peer.joined', this.checked((raw: unknown) => {
-      const peer = parse(PeerInfoSchema, raw, 'peer.joined');
+      const peer = checkPeer(parse(PeerInfoSchema, raw, 'peer.joined'));
       this.peerMap.set(peer.peerId, peer);
       this.emit('peers', this.peerMap);
     }));
@@ -292,7 +297,14 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     }
     const peers = parse(PeerListSchema, result.peers, 'peer list');
     this.peerMap.clear();
-    for (const peer of peers) if (peer.peerId !== identity.peerId) this.peerMap.set(peer.peerId, peer);
+    for (const peer of peers) {
+      if (peer.peerId === identity.peerId) continue;
+      try {
+        this.peerMap.set(peer.peerId, checkPeer(peer));
+      } catch (error) {
+        this.emit('warning', error as SftError);
+      }
+    }
     this.setState('connected');
     this.emit('peers', this.peerMap);
     this.firstJoin?.resolve();
@@ -319,6 +331,18 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     }
     for (const listener of [...this.transfers.values()]) listener.disconnected?.();
   }
+}
+
+/**
+ * A peer id is the hash of the peer's keys; a listing where they disagree is a relay trying to
+ * pass one identity's keys off under another's id, so the peer is dropped, never shown.
+ */
+function checkPeer(peer: PeerInfo): PeerInfo {
+  const keys = peerIdentity(peer);
+  if (peerIdOf(keys.signPublicKey, keys.agreePublicKey) !== peer.peerId) {
+    throw new SftError('BAD_SIGNATURE', `The relay listed a peer whose id does not match its keys (${peer.peerId}).`);
+  }
+  return peer;
 }
 
 function relayError(error: ErrorMessage): SftError {

@@ -79,8 +79,28 @@ export type AckMessage = z.infer<typeof AckSchema>;
 export const TransferRefSchema = z.object({ transferId });
 export type TransferRef = z.infer<typeof TransferRefSchema>;
 
-export const CancelSchema = z.object({ transferId, code: errorCode, message: humanMessage.optional() });
+/** The outcomes a client may report when it ends a transfer; relay-only codes are not among them. */
+export const CLIENT_CANCEL_CODES = [
+  'CANCELLED',
+  'DECLINED',
+  'TIMEOUT',
+  'NO_SPACE',
+  'IO',
+  'FILE_EXISTS',
+  'SOURCE_CHANGED',
+  'INTEGRITY',
+  'DECRYPT_FAILED',
+  'BAD_SIGNATURE',
+  'NOT_FOR_ME',
+  'UNSAFE_NAME',
+  'REPLAYED_OFFER',
+  'BAD_MESSAGE',
+  'INTERNAL',
+] as const satisfies readonly ErrorCode[];
+
+export const CancelSchema = z.object({ transferId, code: z.enum(CLIENT_CANCEL_CODES), message: humanMessage.optional() });
 export type CancelMessage = z.infer<typeof CancelSchema>;
+export type ClientCancelCode = (typeof CLIENT_CANCEL_CODES)[number];
 
 export const ErrorSchema = z.object({ code: errorCode, message: humanMessage, transferId: transferId.optional() });
 export type ErrorMessage = z.infer<typeof ErrorSchema>;
@@ -90,7 +110,8 @@ const fromPeer = z.object({ from: peerId });
 export const ForwardedAnswerSchema = AnswerSchema.extend(fromPeer.shape);
 export const ForwardedAckSchema = AckSchema.extend(fromPeer.shape);
 export const ForwardedRefSchema = TransferRefSchema.extend(fromPeer.shape);
-export const ForwardedCancelSchema = CancelSchema.extend({ from: peerId.optional() });
+/** Forwarded cancels also carry the relay's own outcomes (PEER_GONE, OUT_OF_ORDER, …). */
+export const ForwardedCancelSchema = CancelSchema.extend({ code: errorCode, from: peerId.optional() });
 export const PeerLeftSchema = z.object({ peerId });
 export const PeerListSchema = z.array(PeerInfoSchema).max(100_000);
 
@@ -118,7 +139,7 @@ export interface RelayToClientEvents {
   chunk: (transferId: string, index: number, data: Buffer) => void;
   ack: (message: Forwarded<AckMessage>) => void;
   done: (message: Forwarded<TransferRef>) => void;
-  cancel: (message: CancelMessage & { from?: string }) => void;
+  cancel: (message: Omit<CancelMessage, 'code'> & { code: ErrorCode; from?: string }) => void;
   'relay.error': (message: ErrorMessage) => void;
 }
 

@@ -56,7 +56,7 @@ test('sft send and sft receive move files and a folder between processes', async
   assert.deepEqual((JSON.parse(peers.stdout) as Array<{ name: string }>).map((p) => p.name), ['bob']);
 
   const sent = await run('sft', ['send', path.join(src, 'video.bin'), path.join(src, 'docs'), '--to', 'bob', ...as('alice')], env);
-  assert.equal(sent.code, EXIT_CODES.ok, sent.stderr);
+  assert.equal(sent.code, EXIT_CODES.ok, `${sent.stderr}\n--- receiver:\n${receiver.stderr.join('\n')}`);
   assert.match(sent.stdout, /Delivered to bob: 3 file\(s\)/);
   assert.equal(await receiver.exited, EXIT_CODES.ok, receiver.stderr.join('\n'));
   assert.match(receiver.stderr.join('\n'), /alice \([a-z2-7]{8}, not verified\) wants to send 3 file\(s\)/);
@@ -73,7 +73,7 @@ test('exit codes: unknown recipient, missing token, declined offer, missing file
 
   const noToken = await run('sft', ['peers', ...as('carol')], { SFT_RELAY: env.SFT_RELAY! });
   assert.equal(noToken.code, EXIT_CODES.refused);
-  assert.match(noToken.stderr, /team token \(UNAUTHORIZED\)/);
+  assert.match(noToken.stderr, /valid team token\. \(UNAUTHORIZED\)/);
 
   // A receiver that is not a terminal and has no --yes declines.
   const decliner = start('sft', ['receive', '--out', path.join(work, 'declined'), '--once', ...as('dave')], env);
@@ -87,14 +87,14 @@ test('exit codes: unknown recipient, missing token, declined offer, missing file
 });
 
 test('sft verify shows the same safety number on both sides and records the verification', async () => {
-  const waiting = start('sft', ['receive', '--out', path.join(work, 'v'), ...as('frank')], env);
-  await waitForLine(waiting.stderr, /Waiting for files/);
-  const grace = start('sft', ['receive', '--out', path.join(work, 'v2'), ...as('grace')], env);
+  // One connection per identity: each side's verify runs while the other side is online.
+  const grace = start('sft', ['receive', '--out', path.join(work, 'v-grace'), ...as('grace')], env);
   await waitForLine(grace.stderr, /Waiting for files/);
   const fromFrank = await run('sft', ['verify', 'grace', '--yes', ...as('frank')], env);
-  await waiting.stop();
+  const frank = start('sft', ['receive', '--out', path.join(work, 'v-frank'), ...as('frank')], env);
+  await waitForLine(frank.stderr, /Waiting for files/);
   const fromGrace = await run('sft', ['verify', 'frank', ...as('grace')], env);
-  await grace.stop();
+  await Promise.all([grace.stop(), frank.stop()]);
   const number = (s: string) => /^ {2}((?:\d{5} ){11}\d{5})$/m.exec(s)?.[1];
   assert.ok(number(fromFrank.stdout));
   assert.equal(number(fromFrank.stdout), number(fromGrace.stdout));

@@ -140,6 +140,12 @@ export interface SealOfferInput {
 export function sealOffer(input: SealOfferInput, randomness?: SealRandomness): { offer: SealedOffer; keys: TransferKeys; layout: PayloadLayout } {
   const { sender, recipients, transferId, header } = input;
   if (recipients.length === 0) throw new SftError('BAD_MESSAGE', 'An offer needs at least one recipient.');
+  for (const r of recipients) {
+    // The id is what the user chose (and may have verified); the keys must be the ones it names.
+    if (peerIdOf(r.signPublicKey, r.agreePublicKey) !== r.peerId) {
+      throw new SftError('BAD_SIGNATURE', `The keys offered for ${r.peerId} do not belong to it.`);
+    }
+  }
   const fileKey = randomness?.fileKey ?? randomBytes(KEY_BYTES);
   const stanzas = recipients.map((recipient, i): RecipientStanza => {
     const ephemeral = randomness?.ephemerals[i] ?? generateKeyPair('x25519');

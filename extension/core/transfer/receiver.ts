@@ -31,6 +31,11 @@ export interface AcceptOptions {
   readonly signal?: AbortSignal;
   /** Silence after which the transfer is abandoned (default 2 minutes). */
   readonly stallTimeoutMs?: number;
+  /**
+   * Wait for the first chunk (default 11 minutes): with several recipients the sender starts only
+   * when all have answered, which may take as long as its answer timeout (10 minutes).
+   */
+  readonly firstChunkTimeoutMs?: number;
 }
 
 export interface ReceivedFile {
@@ -114,8 +119,9 @@ export class Inbox extends EventEmitter<InboxEvents> {
     for (const [id, at] of this.seen) if (now - at > 2 * skew) this.seen.delete(id);
     if (Math.abs(now - message.createdAt) > skew) throw new SftError('REPLAYED_OFFER', 'The offer is too old (or a clock is far off).');
     if (this.seen.has(message.transferId)) throw new SftError('REPLAYED_OFFER', 'This offer was already received once.');
-    this.seen.set(message.transferId, now);
     const opened = openOffer(offerFromWire(message), this.client.identity);
+    // Remembered only once authentic, so a forged offer cannot burn a genuine transfer id.
+    this.seen.set(message.transferId, now);
     checkReceivedPaths(opened.header.entries.map((e) => e.path));
     return opened;
   }
@@ -185,9 +191,9 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
       if (tellRelay) client.cancel(transferId, error.code, error.message);
       output.abort().finally(() => reject(error));
     };
-    const armStall = () => {
+    const armStall = (ms = stallMs) => {
       clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => fail(new SftError('TIMEOUT', 'The sender stopped sending.'), true), stallMs);
+      stallTimer = setTimeout(() => fail(new SftError('TIMEOUT', 'The sender stopped sending.'), true), ms);
     };
     const onAbort = () => fail(new SftError('CANCELLED', 'You cancelled the transfer.'), true);
     const cleanup = () => {
@@ -198,8 +204,8 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
 
     const handleChunk = async (index: number, data: Buffer) => {
       if (finished) return;
-      // The index on the wire is only a hint; the receiver decrypts with the index it expects,
-      // so a reordered or replayed chunk fails authentication rather than landing elsewhere.
+      // The receiver decrypts with the index it expects, never one read from the wire, so a
+      // reordered or replayed chunk fails authentication even if its label were rewritten.
       if (index !== expected) throw new SftError('INTEGRITY', `Chunk ${index} arrived where chunk ${expected} was expected.`);
       const plaintext = openChunk(keys.payloadKey, layout, expected, data);
       await output.write(plaintext);
@@ -226,7 +232,7 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
     });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return onAbort();
-    armStall();
+    armStall(options.firstChunkTimeoutMs ?? 660_000);
     client.answer(transferId, true);
   });
 }
@@ -356,11 +362,18 @@ class PayloadOutput {
     await this.closeCurrent();
     if (this.current !== this.files.length - 1) throw new SftError('INTEGRITY', 'The payload ended before every file arrived.');
     const saved: ReceivedFile[] = [];
-    for (const file of this.files) {
-      await fs.chmod(file.tempPath, file.mode !== undefined && file.mode & 0o111 ? 0o755 : 0o644);
-      if (file.mtimeMs !== undefined) await fs.utimes(file.tempPath, new Date(), new Date(file.mtimeMs));
-      file.finalPath = await this.moveIntoPlace(file);
-      saved.push({ receivedPath: file.receivedPath, savedAs: file.finalPath, size: file.size });
+    try {
+      for (const file of this.files) {
+        await fs.chmod(file.tempPath, file.mode !== undefined && file.mode & 0o111 ? 0o755 : 0o644);
+        if (file.mtimeMs !== undefined) await fs.utimes(file.tempPath, new Date(), new Date(file.mtimeMs));
+        file.finalPath = await this.moveIntoPlace(file);
+        saved.push({ receivedPath: file.receivedPath, savedAs: file.finalPath, size: file.size });
+      }
+    } catch (error) {
+      // All or nothing: take back the files already moved (they are new files, never ones that
+      // existed before, unless the user chose 'overwrite', where there is nothing to restore).
+      if (this.policy !== 'overwrite') await Promise.all(saved.map((f) => fs.rm(f.savedAs, { force: true }).catch(() => undefined)));
+      throw error;
     }
     return saved;
   }
