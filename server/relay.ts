@@ -193,6 +193,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
           if (event !== 'hello' && !socket.data.peer) throw new SftError('NOT_JOINED', 'Join the relay before sending messages.');
           const result = handler(...args);
           if (result) result.catch((error: unknown) => fail(clientSafe(error)));
+          // Synchronous handlers are done here; acknowledging lets a client know its answer,
+          // done or cancel was handled before it disconnects (Socket.IO drops events that are
+          // still queued when a connection closes).
+          else reply?.({ ok: true });
         } catch (error) {
           fail(clientSafe(error));
         }

@@ -110,7 +110,7 @@ function program(): Command {
       } else {
         for (const p of peers) process.stdout.write(`${p.peerId}  ${describePeer(p, trust)}\n`);
       }
-      client.close();
+      await client.closeGracefully();
     });
 
   common(cli.command('verify').description("compare safety numbers with a teammate and mark their key verified"))
@@ -128,7 +128,7 @@ function program(): Command {
       } else {
         process.stdout.write('Not marked as verified.\n');
       }
-      client.close();
+      await client.closeGracefully();
     });
 
   common(cli.command('send').description('send files or folders to one or more teammates'))
@@ -157,7 +157,7 @@ function program(): Command {
         },
       });
       progress.end();
-      client.close();
+      await client.closeGracefully();
       if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
       let exit: number = EXIT_CODES.ok;
       for (const r of result.recipients) {
@@ -213,7 +213,7 @@ function program(): Command {
       await busy;
       closing = true;
       inbox.dispose();
-      client.close();
+      await client.closeGracefully();
     });
 
   return cli;
@@ -251,6 +251,7 @@ program()
     process.stderr.write(`sft: ${e.message} (${e.code})\n`);
     process.exitCode = error instanceof SftError ? exitCodeFor(e.code) : EXIT_CODES.failed;
   })
-  .finally(() => {
-    for (const client of openClients) client.close();
+  .finally(async () => {
+    // Let the relay acknowledge the last answer or receipt before the connection goes.
+    await Promise.all([...openClients].map((client) => client.closeGracefully()));
   });

@@ -81,6 +81,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   private readonly socket: ClientSocket;
   private readonly peerMap = new Map<string, PeerInfo>();
   private readonly transfers = new Map<string, TransferListener>();
+  private readonly pending = new Set<Promise<void>>();
   private challenge: ChallengeMessage | undefined;
   private stateValue: ConnectionState = 'disconnected';
   private firstJoin: { resolve: () => void; reject: (error: SftError) => void } | undefined;
@@ -169,8 +170,9 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     if (!result.ok) throw relayError(result.error);
   }
 
-  answer(transferId: string, accept: boolean): void {
-    this.socket.emit('answer', { transferId, accept });
+  /** Resolves once the relay has handled the answer; rejects with its refusal. */
+  answer(transferId: string, accept: boolean): Promise<void> {
+    return this.acknowledged('answer', { transferId, accept });
   }
 
   sendChunk(transferId: string, index: number, data: Buffer): void {
@@ -182,14 +184,42 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     this.socket.emit('ack', { transferId, index });
   }
 
-  done(transferId: string): void {
-    this.socket.emit('done', { transferId });
+  done(transferId: string): Promise<void> {
+    return this.acknowledged('done', { transferId });
   }
 
   cancel(transferId: string, code: ErrorCode, message?: string): void {
     // Codes only the relay may give (PEER_GONE, …) are reported to it as a plain cancellation.
     const reported = (CLIENT_CANCEL_CODES as readonly ErrorCode[]).includes(code) ? (code as ClientCancelCode) : 'CANCELLED';
-    if (this.socket.connected) this.socket.emit('cancel', { transferId, code: reported, ...(message ? { message: message.slice(0, 500) } : {}) });
+    if (this.socket.connected) {
+      this.acknowledged('cancel', { transferId, code: reported, ...(message ? { message: message.slice(0, 500) } : {}) }).catch(() => undefined);
+    }
+  }
+
+  /** Waits (up to `timeoutMs`) for the relay to acknowledge what was sent, then closes. */
+  async closeGracefully(timeoutMs = 5000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([Promise.allSettled([...this.pending]), timeout]);
+    clearTimeout(timer);
+    this.close();
+  }
+
+  /** Sends a message the relay acknowledges, and keeps it pending until it has. */
+  private acknowledged<E extends 'answer' | 'done' | 'cancel'>(event: E, message: Parameters<ClientToRelayEvents[E]>[0]): Promise<void> {
+    const sent = (async () => {
+      let result: Result;
+      try {
+        result = (await (this.socket.timeout(30_000) as unknown as ClientSocket).emitWithAck(event as 'answer', message as AnswerMessage)) as Result;
+      } catch {
+        throw new SftError('TIMEOUT', 'The relay did not acknowledge a message.');
+      }
+      if (!result.ok) throw relayError(result.error);
+    })();
+    this.pending.add(sent);
+    const forget = () => this.pending.delete(sent);
+    sent.then(forget, forget);
+    return sent;
   }
 
   private requireConnected(): void {

@@ -123,11 +123,11 @@ export type Reply<T extends object = object> = (result: Result<T>) => void;
 export interface ClientToRelayEvents {
   hello: (message: HelloMessage, reply: Reply<{ peers: PeerInfo[] }>) => void;
   offer: (message: OfferMessage, reply: Reply) => void;
-  answer: (message: AnswerMessage) => void;
+  answer: (message: AnswerMessage, reply?: Reply) => void;
   chunk: (transferId: string, index: number, data: Buffer) => void;
   ack: (message: AckMessage) => void;
-  done: (message: TransferRef) => void;
-  cancel: (message: CancelMessage) => void;
+  done: (message: TransferRef, reply?: Reply) => void;
+  cancel: (message: CancelMessage, reply?: Reply) => void;
 }
 
 export interface RelayToClientEvents {

@@ -148,7 +148,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
       },
       decline: () => {
         answerOnce();
-        client.answer(message.transferId, false);
+        client.answer(message.transferId, false).catch(() => undefined); // Nothing is written either way.
       },
     };
   }
@@ -217,7 +217,7 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
         if (finished) return;
         finished = true;
         cleanup();
-        client.done(transferId);
+        client.done(transferId).catch(() => undefined); // The files are in place; the sender may just miss the news.
         resolve({ transferId, files, plainBytes: header.plainBytes, durationMs: performance.now() - started });
       }
     };
@@ -233,7 +233,7 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return onAbort();
     armStall(options.firstChunkTimeoutMs ?? 660_000);
-    client.answer(transferId, true);
+    client.answer(transferId, true).catch((error: unknown) => fail(toSftError(error), false));
   });
 }
 
