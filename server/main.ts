@@ -1,86 +1,119 @@
 /**
- * `sft-relay`: the relay as a program. A thin wrapper over createRelay(): flags and environment
- * variables in, one line with the URL on stdout, structured logs on stderr, clean shutdown on
- * SIGINT/SIGTERM.
+ * `sft-relay`: the relay as a program. A thin wrapper over createRelay(): configuration from a
+ * file, SFT_RELAY_* variables and flags (in that order of precedence, lowest first); one line with
+ * the URL on stdout; structured logs on stderr; SIGHUP reloads tokens and the allow-list; SIGINT
+ * and SIGTERM drain running transfers for the grace period, then stop.
  */
 import fs from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import pino from 'pino';
 import { createRelay } from './relay';
-import { parseBytes } from '../extension/core/format';
+import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, readConfigFile, redacted, validateConfig, type RelayConfig } from './config';
 
-const integer = (name: string) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number.`);
-  return n;
-};
-
-const bytes = (value: string) => {
-  const n = parseBytes(value);
-  if (n === undefined) throw new InvalidArgumentError('expected a size such as 500MB, 2GiB or 1048576.');
-  return n;
+const HELP: Record<string, string> = {
+  host: 'address to listen on (0.0.0.0: every interface) [127.0.0.1]',
+  port: 'TCP port; 0 picks a free one [7474]',
+  token: 'team token(s), comma-separated; prefer SFT_RELAY_TOKEN or --token-file (argv is visible to other users)',
+  tokenFile: 'file of team tokens: one per line, "token" or "team token"',
+  tlsCert: 'PEM certificate chain: serve https:// and wss://',
+  tlsKey: 'PEM private key for --tls-cert',
+  maxFileSize: 'largest transfer, e.g. 20GB [unlimited]',
+  maxBytesPerClientPerHour: 'bytes a client may send per hour, e.g. 50GB [unlimited]',
+  maxTransfersPerClient: 'concurrent outgoing transfers per client [8]',
+  maxTransfers: 'concurrent transfers on this relay [unlimited]',
+  recipients: 'who may send to whom: anyone | same-team [anyone]',
+  allowList: 'file of peer ids allowed to join, one per line; reloaded on SIGHUP and on change',
+  window: 'chunks in flight per transfer [16]',
+  auditLog: 'append one JSON line per event to this file',
+  auditMaxBytes: 'rotate the audit log at this size, e.g. 100MB',
+  auditKeep: 'rotated audit files to keep [5]',
+  metricsPort: 'serve /metrics on this port instead of the main one',
+  metricsHost: 'address for --metrics-port [127.0.0.1]',
+  shutdownGrace: 'seconds running transfers get to finish on SIGTERM [30]',
+  logLevel: 'fatal | error | warn | info | debug | trace | silent [info]',
 };
 
 const command = new Command('sft-relay')
   .description('Run a Secure File Transfer relay. It routes encrypted transfers between team members and never sees plaintext.')
-  .addOption(new Option('--port <port>', 'TCP port (0: any free port)').env('SFT_RELAY_PORT').default(7474).argParser(integer('port')))
-  .addOption(new Option('--host <host>', 'address to listen on (0.0.0.0 for every interface)').env('SFT_RELAY_HOST').default('127.0.0.1'))
-  .addOption(new Option('--token <tokens>', 'team token(s), comma-separated (prefer SFT_RELAY_TOKEN or --token-file: argv is visible to other users)').env('SFT_RELAY_TOKEN'))
-  .addOption(new Option('--token-file <file>', 'read team token(s) from a file, one per line'))
-  .addOption(new Option('--max-file-size <size>', 'largest transfer accepted (e.g. 10GB); default unlimited').env('SFT_RELAY_MAX_FILE_SIZE').argParser(bytes))
-  .addOption(new Option('--max-transfers-per-client <n>', 'concurrent outgoing transfers per client').env('SFT_RELAY_MAX_TRANSFERS').default(8).argParser(integer('max-transfers-per-client')))
-  .addOption(new Option('--window <chunks>', 'chunks in flight per transfer').env('SFT_RELAY_WINDOW').default(16).argParser(integer('window')))
-  .addOption(new Option('--audit-log <file>', 'append one JSON line per join and transfer event').env('SFT_RELAY_AUDIT_LOG'))
-  .addOption(new Option('--log-level <level>', 'log level').env('SFT_RELAY_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+  .addOption(new Option('--config <file>', 'JSON or YAML file with any of the settings below').env('SFT_RELAY_CONFIG'))
   .showHelpAfterError();
-
+for (const key of CONFIG_KEYS) command.addOption(new Option(`--${flagOf(key)} <value>`, HELP[key] ?? key).env(envOf(key)));
 command.parse(process.argv);
-const options = command.opts<{
-  port: number;
-  host: string;
-  token?: string;
-  tokenFile?: string;
-  maxFileSize?: number;
-  maxTransfersPerClient: number;
-  window: number;
-  auditLog?: string;
-  logLevel: string;
-}>();
 
-if (options.token && !process.env.SFT_RELAY_TOKEN) process.stderr.write('warning: --token is visible in the process list; prefer SFT_RELAY_TOKEN or --token-file.\n');
-const tokenText = options.tokenFile ? fs.readFileSync(options.tokenFile, 'utf8') : (options.token ?? '');
-const tokens = tokenText.split(/[,\n]/).map((t) => t.trim()).filter(Boolean);
+function configure(): RelayConfig {
+  const flags = command.opts<Record<string, unknown> & { config?: string }>();
+  const file = flags.config ? readConfigFile(flags.config) : {};
+  const merged: Record<string, unknown> = { ...file };
+  for (const key of CONFIG_KEYS) if (flags[key] !== undefined) merged[key] = flags[key];
+  const config = validateConfig(merged, flags.config ?? 'settings');
+  if (command.getOptionValueSource('token') === 'cli') process.stderr.write('warning: --token is visible in the process list; prefer SFT_RELAY_TOKEN or --token-file.\n');
+  if ('token' in file) process.stderr.write(`warning: ${flags.config} holds a token; prefer tokenFile (mode 0600) or SFT_RELAY_TOKEN.\n`);
+  return config;
+}
 
-// Logs go to stderr so stdout carries only the URL line, which scripts read.
-const logger = pino({ level: options.logLevel }, pino.destination(2));
-const relay = createRelay({
-  host: options.host,
-  port: options.port,
-  tokens,
-  maxFileSize: options.maxFileSize ?? null,
-  maxTransfersPerClient: options.maxTransfersPerClient,
-  window: options.window,
-  logger,
-  ...(options.auditLog ? { auditLog: options.auditLog } : {}),
-});
+let config: RelayConfig;
+let relay: ReturnType<typeof createRelay>;
+let logger: pino.Logger;
+try {
+  config = configure();
+  // Logs go to stderr so stdout carries only the URL line, which scripts read.
+  logger = pino({ level: config.logLevel }, pino.destination(2));
+  relay = createRelay({
+    host: config.host,
+    port: config.port,
+    tokens: loadTokens(config),
+    allowList: loadAllowList(config),
+    maxFileSize: config.maxFileSize ?? null,
+    maxBytesPerClientPerHour: config.maxBytesPerClientPerHour ?? null,
+    maxTransfersPerClient: config.maxTransfersPerClient,
+    maxTransfers: config.maxTransfers ?? null,
+    recipients: config.recipients,
+    window: config.window,
+    logger,
+    ...(config.tlsCert && config.tlsKey ? { tls: { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } } : {}),
+    ...(config.auditLog ? { auditLog: config.auditLog, auditKeep: config.auditKeep } : {}),
+    ...(config.auditMaxBytes !== undefined ? { auditMaxBytes: config.auditMaxBytes } : {}),
+    ...(config.metricsPort !== undefined ? { metricsPort: config.metricsPort, metricsHost: config.metricsHost } : {}),
+  });
+} catch (error) {
+  const message = error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error);
+  process.stderr.write(`sft-relay: configuration error: ${message}\n`);
+  process.exit(2);
+}
 
 relay.start().then(
   (url) => {
     process.stdout.write(`sft-relay listening on ${url}\n`);
-    logger.info({ tokens: tokens.length, maxFileSize: options.maxFileSize ?? null, auditLog: options.auditLog ?? null }, tokens.length > 0 ? 'team token required' : 'open relay: no team token set');
+    logger.info({ config: redacted(config), tokens: loadTokens(config).length, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
   },
   (error: NodeJS.ErrnoException) => {
-    process.stderr.write(`sft-relay: could not listen on ${options.host}:${options.port}: ${error.code ?? error.message}\n`);
+    process.stderr.write(`sft-relay: could not listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
     process.exit(1);
   },
 );
 
+/** Re-reads tokens and the allow-list; a bad file is reported and the old settings kept. */
+async function reload(why: string): Promise<void> {
+  try {
+    const tokens = loadTokens(config);
+    const allowList = loadAllowList(config);
+    await relay.reload({ tokens, allowList });
+    logger.info({ why, tokens: tokens.length, allowList: allowList?.size ?? null }, 'reloaded tokens and allow-list');
+  } catch (error) {
+    logger.error({ why, error: (error as Error).message }, 'reload failed; keeping the previous settings');
+  }
+}
+
+process.on('SIGHUP', () => void reload('SIGHUP'));
+if (config.allowList) fs.watchFile(config.allowList, { interval: 1000 }, () => void reload('allow-list changed'));
+
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) process.exit(1);
+    if (stopping) process.exit(1); // A second signal: stop now.
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    relay.stop().then(() => process.exit(0));
+    logger.info({ signal, graceSeconds: config.shutdownGrace }, 'shutting down');
+    if (config.allowList) fs.unwatchFile(config.allowList);
+    relay.stop({ graceMs: config.shutdownGrace * 1000 }).then(() => process.exit(0));
   });
 }

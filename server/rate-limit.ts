@@ -32,7 +32,7 @@ export class KeyedRateLimiter {
     private readonly maxKeys = 100_000,
   ) {}
 
-  take(key: string): boolean {
+  take(key: string, cost = 1): boolean {
     const now = Date.now();
     let entry = this.buckets.get(key);
     if (!entry) {
@@ -41,7 +41,7 @@ export class KeyedRateLimiter {
       this.buckets.set(key, entry);
     }
     entry.seen = now;
-    return entry.bucket.take();
+    return entry.bucket.take(cost);
   }
 
   private sweep(now: number): void {

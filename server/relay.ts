@@ -7,6 +7,7 @@
  * and the VS Code extension both embed it. Only `start()` listens.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import crypto from 'node:crypto';
 import { Server, type Socket } from 'socket.io';
@@ -38,12 +39,32 @@ import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, layoutFromCipher, plainChunkLength, typ
 import { TAG_BYTES } from '../extension/core/crypto/primitives';
 import { KeyedRateLimiter, TokenBucket } from './rate-limit';
 import { fileAudit, nullAudit, type AuditSink } from './audit';
+import { createRelayMetrics } from './metrics';
+
+/** A team token, optionally naming the team whose members it admits (default "default"). */
+export type TeamToken = string | { readonly token: string; readonly team: string };
 
 export interface RelayOptions {
   host?: string;
   port?: number;
   /** Team tokens; a client must present one of them. Empty or absent: anyone may join. */
-  tokens?: readonly string[];
+  tokens?: readonly TeamToken[];
+  /** Peer ids allowed to join; absent or null: any peer with a valid token. */
+  allowList?: ReadonlySet<string> | null;
+  /** Serve https:// and wss:// with this PEM certificate chain and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Transfers running at once on this relay. */
+  maxTransfers?: number | null;
+  /** Ciphertext bytes a client may offer per hour (a sliding budget). */
+  maxBytesPerClientPerHour?: number | null;
+  /** Who may send to whom: anyone, or only peers admitted with the same team's token. */
+  recipients?: 'anyone' | 'same-team';
+  /** Serve /metrics on its own port (e.g. an internal interface) instead of the main one. */
+  metricsPort?: number;
+  metricsHost?: string;
+  /** Rotate the audit log file at this size, keeping this many old files. */
+  auditMaxBytes?: number;
+  auditKeep?: number;
   /** Largest plaintext payload per transfer, in bytes (derived exactly from ciphertext sizes). */
   maxFileSize?: number | null;
   /** Transfers a client may be sending at once. */
@@ -66,6 +87,7 @@ type RelaySocket = Socket<ClientToRelayEvents, RelayToClientEvents, Record<strin
 
 interface SocketData {
   nonce: string;
+  team: string;
   peer?: PeerInfo;
   replaced?: boolean;
 }
@@ -91,8 +113,15 @@ const RECENTLY_ENDED = 10_000;
 export interface Relay {
   /** Listens and resolves with the URL clients should use. */
   start(): Promise<string>;
-  /** Stops accepting, tells clients, closes every connection and the audit log. */
-  stop(): Promise<void>;
+  /**
+   * Stops: refuses new connections and offers, tells clients why, lets running transfers finish
+   * for up to `graceMs` (default 0), then closes every connection and the audit log.
+   */
+  stop(options?: { graceMs?: number }): Promise<void>;
+  /** Replaces the tokens and allow-list; connected peers stay unless the allow-list drops them. */
+  reload(update: { tokens?: readonly TeamToken[]; allowList?: ReadonlySet<string> | null }): Promise<void>;
+  /** The URL of the separate metrics listener, when there is one. */
+  readonly metricsUrl: string | undefined;
   readonly url: string | undefined;
   readonly relayId: string;
   /** Live counts, for health checks and tests. */
@@ -102,7 +131,9 @@ export interface Relay {
 export function createRelay(options: RelayOptions = {}): Relay {
   const log = options.logger ?? pino({ level: 'silent' });
   const relayId = options.relayId ?? `sft-relay-${crypto.randomBytes(6).toString('hex')}`;
-  const tokens = (options.tokens ?? []).filter((t) => t.length > 0).map((t) => crypto.createHash('sha256').update(t).digest());
+  let tokens = hashTokens(options.tokens ?? []);
+  let allowList = options.allowList ?? null;
+  let shuttingDown = false;
   const windowSize = options.window ?? 16;
   const maxChunkSize = options.maxChunkSize ?? MAX_CHUNK_SIZE;
   // What the relay announces must pass the clients' own checks of the challenge.
@@ -114,20 +145,40 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
-  const audit: AuditSink = typeof options.auditLog === 'string' ? fileAudit(options.auditLog) : (options.auditLog ?? nullAudit);
+  const audit: AuditSink =
+    typeof options.auditLog === 'string' ? fileAudit(options.auditLog, { maxBytes: options.auditMaxBytes, keep: options.auditKeep }) : (options.auditLog ?? nullAudit);
+  const hourly = options.maxBytesPerClientPerHour ?? null;
+  const byteBudgets = hourly === null ? undefined : new KeyedRateLimiter(hourly / 3600, hourly);
   const transfers = new Map<string, TransferState>();
   /** Recently ended transfers, whose late chunks and acks are dropped quietly, not held against anyone. */
   const ended = new Set<string>();
 
-  const httpServer = http.createServer((req, res) => {
-    if (req.method === 'GET' && req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ ok: true, relayId, protocol: PROTOCOL_VERSION }));
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('Not found\n');
-  });
+  const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }));
+  const serveMetrics = async (res: http.ServerResponse) => {
+    res.writeHead(200, { 'content-type': metrics.registry.contentType });
+    res.end(await metrics.registry.metrics());
+  };
+
+  const routes = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const json = (status: number, body: object) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== 'GET') return json(405, { error: 'method not allowed' });
+    // Liveness: the process answers. Readiness: it takes new clients (not while draining).
+    if (req.url === '/healthz') return json(200, { ok: true, relayId, protocol: PROTOCOL_VERSION });
+    if (req.url === '/readyz') return shuttingDown ? json(503, { ready: false, reason: 'shutting down' }) : json(200, { ready: true });
+    if (req.url === '/metrics' && options.metricsPort === undefined) return void serveMetrics(res);
+    json(404, { error: 'not found' });
+  };
+  const httpServer = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key }, routes) : http.createServer(routes);
+  const metricsServer =
+    options.metricsPort === undefined
+      ? undefined
+      : http.createServer((req, res) => {
+          if (req.method === 'GET' && req.url === '/metrics') return void serveMetrics(res);
+          res.writeHead(404).end();
+        });
 
   const io = new Server<ClientToRelayEvents, RelayToClientEvents, Record<string, never>, SocketData>(httpServer, {
     path: SOCKET_PATH,
@@ -146,11 +197,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const address = socket.handshake.address;
     const refuse = (code: ErrorCode, message: string) => {
       audit.write({ event: 'refused', code, address });
+      metrics.refused(code);
       log.info({ code, address }, 'connection refused');
       const error = new Error(message) as Error & { data: ErrorMessage };
       error.data = errorMessage(code, message);
       next(error);
     };
+    if (shuttingDown) return refuse('SHUTTING_DOWN', 'The relay is shutting down.');
     if (!joinLimiter.take(address)) return refuse('JOIN_RATE_LIMITED', 'Too many connection attempts from this address; try again shortly.');
     const auth = HandshakeSchema.safeParse(socket.handshake.auth);
     if (auth.success && auth.data.v !== PROTOCOL_VERSION) {
@@ -160,9 +213,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
     if (tokens.length > 0) {
       // Compare hashes in constant time so the comparison leaks neither the token nor its length.
       const presented = crypto.createHash('sha256').update(auth.data.token ?? '').digest();
-      if (!tokens.some((t) => crypto.timingSafeEqual(t, presented))) {
-        return refuse('UNAUTHORIZED', 'This relay needs a valid team token.');
-      }
+      const match = tokens.find((t) => crypto.timingSafeEqual(t.hash, presented));
+      if (!match) return refuse('UNAUTHORIZED', 'This relay needs a valid team token.');
+      socket.data.team = match.team;
+    } else {
+      socket.data.team = DEFAULT_TEAM;
     }
     next();
   });
@@ -180,6 +235,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const violation = (error: SftError, transferId?: string) => {
       violations += 1;
       log.debug({ peer: socket.data.peer?.peerId, code: error.code, detail: error.detail }, 'refused message');
+      metrics.refused(error.code);
       sendError(socket, errorMessage(error.code, error.message, transferId));
       if (violations >= MAX_VIOLATIONS) socket.disconnect(true);
     };
@@ -187,7 +243,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const guard = <A extends unknown[]>(event: string, isControl: boolean, handler: (...args: A) => void | Promise<void>) =>
       (...args: A) => {
         const reply = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as Reply) : undefined;
-        const fail = (error: SftError) => (reply ? reply({ ok: false, error: errorMessage(error.code, error.message) }) : violation(error, transferOf(args)));
+        const fail = (error: SftError) => {
+          if (!reply) return violation(error, transferOf(args));
+          metrics.refused(error.code);
+          reply({ ok: false, error: errorMessage(error.code, error.message) });
+        };
         try {
           if (isControl && !control.take()) throw new SftError('RATE_LIMITED', 'Too many messages; slow down.');
           if (event !== 'hello' && !socket.data.peer) throw new SftError('NOT_JOINED', 'Join the relay before sending messages.');
@@ -232,6 +292,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
           socket.disconnect(true);
           return;
         }
+        if (allowList && !allowList.has(peer.peerId)) {
+          audit.write({ event: 'refused', code: 'NOT_ALLOWED', address: socket.handshake.address, peer: peer.peerId });
+          metrics.refused('NOT_ALLOWED');
+          reply({ ok: false, error: errorMessage('NOT_ALLOWED', 'This peer id is not on the relay\'s allow-list; send it to the relay\'s operator.') });
+          socket.disconnect(true);
+          return;
+        }
         clearTimeout(helloTimer);
         // One connection per identity: a reconnecting client replaces its stale connection.
         for (const old of await io.in(roomOf(peer.peerId)).fetchSockets()) {
@@ -254,6 +321,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'offer',
       guard('offer', true, async (raw: unknown, reply: Reply) => {
         if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'offer needs an acknowledgement callback.');
+        if (shuttingDown) throw new SftError('SHUTTING_DOWN', 'The relay is shutting down and takes no new transfers.');
         const offer = parse(OfferSchema, raw, 'offer');
         const me = socket.data.peer!;
         if (offer.sender.peerId !== me.peerId || offer.sender.signPublicKey !== me.signPublicKey || offer.sender.agreePublicKey !== me.agreePublicKey) {
@@ -271,11 +339,20 @@ export function createRelay(options: RelayOptions = {}): Relay {
         let mine = 0;
         for (const t of transfers.values()) if (t.from === me.peerId) mine += 1;
         if (mine >= maxTransfersPerClient) throw new SftError('TOO_MANY_TRANSFERS', `At most ${maxTransfersPerClient} transfers may run at once per client.`);
+        if (options.maxTransfers != null && transfers.size >= options.maxTransfers) throw new SftError('RELAY_BUSY', 'The relay is at its limit of running transfers; try again shortly.');
         const rooms = to.map(roomOf);
-        const online = new Set((await io.in(rooms).fetchSockets()).map((s) => s.data.peer?.peerId));
+        const online = new Map((await io.in(rooms).fetchSockets()).flatMap((s) => (s.data.peer ? [[s.data.peer.peerId, s.data.team] as const] : [])));
         const offline = to.filter((id) => !online.has(id));
         if (offline.length > 0) throw new SftError('PEER_OFFLINE', `${offline.length} recipient(s) are not online.`);
+        if (options.recipients === 'same-team' && to.some((id) => online.get(id) !== socket.data.team)) {
+          throw new SftError('RECIPIENT_NOT_ALLOWED', 'This relay only allows transfers within your team.');
+        }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        // Charged when offered, against the full ciphertext: a declined offer still used the budget,
+        // which keeps offers from being a free way to probe it.
+        if (byteBudgets && !byteBudgets.take(me.peerId, offer.cipherBytes)) {
+          throw new SftError('QUOTA_EXCEEDED', `This relay allows ${hourly} bytes per client per hour; that budget is used up for now.`);
+        }
         transfers.set(offer.transferId, {
           id: offer.transferId,
           from: me.peerId,
@@ -286,6 +363,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           cipherBytes: 0,
         });
         audit.write({ event: 'offer', transfer: offer.transferId, from: me.peerId, to, cipherBytes: offer.cipherBytes, chunks: offer.chunkCount });
+        metrics.offer();
         io.to(rooms).emit('offer', offer);
         reply({ ok: true });
       }),
@@ -298,6 +376,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const { transfer, recipient } = asRecipient(answer.transferId);
         if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
         recipient.state = answer.accept ? 'accepted' : 'declined';
+        if (!answer.accept) metrics.leg('declined');
         audit.write({ event: answer.accept ? 'accept' : 'decline', transfer: transfer.id, from: transfer.from, to: me() });
         io.to(roomOf(transfer.from)).emit('answer', { ...answer, from: me() });
         settle(transfer);
@@ -325,6 +404,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         transfer.nextIndex += 1;
         transfer.cipherBytes += data.length;
         io.to(receiving.map(([id]) => roomOf(id))).emit('chunk', transfer.id, index as number, data);
+        metrics.relayed(data.length * receiving.length);
       }),
     );
 
@@ -351,6 +431,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('BAD_MESSAGE', 'A transfer is done only after its last chunk.');
         }
         recipient.state = 'done';
+        metrics.leg('complete');
         audit.write({ event: 'complete', transfer: transfer.id, from: transfer.from, to: me(), cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
         io.to(roomOf(transfer.from)).emit('done', { ...ref, from: me() });
         settle(transfer);
@@ -413,6 +494,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const legs = by === transfer.from ? live : live.filter(([id]) => id === by);
     for (const [id, recipient] of legs) {
       recipient.state = 'failed';
+      metrics.leg(kind === 'cancel' ? 'cancelled' : 'failed');
       audit.write({ event: kind, transfer: transfer.id, from: transfer.from, to: id, by, code: error.code, cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
     }
     if (legs.length === 0) return settle(transfer);
@@ -431,10 +513,14 @@ export function createRelay(options: RelayOptions = {}): Relay {
   }
 
   let url: string | undefined;
+  let metricsUrl: string | undefined;
   return {
     relayId,
     get url() {
       return url;
+    },
+    get metricsUrl() {
+      return metricsUrl;
     },
     async start() {
       await new Promise<void>((resolve, reject) => {
@@ -444,23 +530,66 @@ export function createRelay(options: RelayOptions = {}): Relay {
           resolve();
         });
       });
-      const address = httpServer.address() as AddressInfo;
-      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      url = `http://${host}:${address.port}`;
+      url = urlOf(httpServer, options.tls ? 'https' : 'http');
+      if (metricsServer) {
+        await new Promise<void>((resolve, reject) => {
+          metricsServer.once('error', reject);
+          metricsServer.listen(options.metricsPort, options.metricsHost ?? '127.0.0.1', () => resolve());
+        });
+        metricsUrl = `${urlOf(metricsServer, 'http')}/metrics`;
+      }
       log.info({ url, relayId }, 'relay listening');
       return url;
     },
-    async stop() {
-      io.to(JOINED).emit('relay.error', errorMessage('SHUTTING_DOWN', 'The relay is shutting down.'));
+    async stop(stopOptions = {}) {
+      const graceMs = stopOptions.graceMs ?? 0;
+      shuttingDown = true;
+      const running = transfers.size;
+      log.info({ running, graceMs }, 'draining');
+      io.to(JOINED).emit(
+        'relay.error',
+        errorMessage('SHUTTING_DOWN', running > 0 && graceMs > 0 ? `The relay is shutting down; running transfers have ${Math.round(graceMs / 1000)} s to finish.` : 'The relay is shutting down.'),
+      );
+      const deadline = Date.now() + graceMs;
+      while (transfers.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const transfer of [...transfers.values()]) abort(transfer, transfer.from, new SftError('SHUTTING_DOWN', 'The relay shut down before the transfer finished.'));
       await new Promise<void>((resolve) => io.close(() => resolve()));
       httpServer.closeAllConnections();
+      if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       await audit.close();
       transfers.clear();
+    },
+    async reload(update) {
+      if (update.tokens) tokens = hashTokens(update.tokens);
+      if (update.allowList !== undefined) allowList = update.allowList;
+      const list = allowList;
+      if (!list) return;
+      for (const s of await io.in(JOINED).fetchSockets()) {
+        if (s.data.peer && !list.has(s.data.peer.peerId)) {
+          s.emit('relay.error', errorMessage('NOT_ALLOWED', "This peer id was removed from the relay's allow-list."));
+          s.disconnect(true);
+        }
+      }
     },
     stats() {
       return { peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size, connections: io.engine.clientsCount };
     },
   };
+}
+
+const DEFAULT_TEAM = 'default';
+
+function hashTokens(tokens: readonly TeamToken[]): Array<{ hash: Buffer; team: string }> {
+  return tokens
+    .map((t) => (typeof t === 'string' ? { token: t, team: DEFAULT_TEAM } : t))
+    .filter((t) => t.token.length > 0)
+    .map((t) => ({ hash: crypto.createHash('sha256').update(t.token).digest(), team: t.team }));
+}
+
+function urlOf(server: http.Server, scheme: 'http' | 'https'): string {
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `${scheme}://${host}:${address.port}`;
 }
 
 const KNOWN_EVENTS = new Set<string>(['hello', 'offer', 'answer', 'chunk', 'ack', 'done', 'cancel']);

@@ -32,6 +32,7 @@ interface CommonOptions {
   tokenFile?: string;
   name: string;
   identity: string;
+  ca?: string;
 }
 
 async function resolveToken(options: CommonOptions): Promise<string | undefined> {
@@ -58,7 +59,8 @@ const openClients = new Set<RelayClient>();
 async function connect(options: CommonOptions) {
   const session = await openSession(options);
   const token = await resolveToken(options);
-  const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: false, ...(token ? { token } : {}) });
+  const ca = options.ca ? await fs.readFile(options.ca, 'utf8') : undefined;
+  const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: false, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
   openClients.add(client);
   client.on('notice', (n) => process.stderr.write(`relay: ${n.message} (${n.code})\n`));
   await client.connect();
@@ -90,6 +92,7 @@ function program(): Command {
       .addOption(new Option('--relay <url>', 'relay address').env('SFT_RELAY').default('http://127.0.0.1:7474'))
       .addOption(new Option('--token <token>', 'team token (prefer SFT_TOKEN or --token-file: argv is visible to other users)').env('SFT_TOKEN'))
       .addOption(new Option('--token-file <file>', 'read the team token from a file'))
+      .addOption(new Option('--ca <file>', 'PEM certificate(s) to trust for a wss:// relay with a private CA').env('SFT_CA'))
       .addOption(new Option('--name <name>', 'display name shown to teammates').env('SFT_NAME').default(os.userInfo().username))
       .addOption(new Option('--identity <dir>', 'folder holding this identity (key file mode 0600)').env('SFT_IDENTITY_DIR').default(defaultIdentityDir()));
 

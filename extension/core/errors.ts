@@ -12,6 +12,7 @@ export const ErrorCodes = [
   'NOT_JOINED',
   'JOIN_RATE_LIMITED',
   'REPLACED',
+  'NOT_ALLOWED',
   // Message-level.
   'BAD_MESSAGE',
   'MESSAGE_TOO_LARGE',
@@ -19,6 +20,9 @@ export const ErrorCodes = [
   // Relay policy.
   'FILE_TOO_LARGE',
   'TOO_MANY_TRANSFERS',
+  'RELAY_BUSY',
+  'QUOTA_EXCEEDED',
+  'RECIPIENT_NOT_ALLOWED',
   'PEER_OFFLINE',
   'UNKNOWN_TRANSFER',
   'DUPLICATE_TRANSFER',
