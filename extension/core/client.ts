@@ -82,6 +82,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   private readonly peerMap = new Map<string, PeerInfo>();
   private readonly transfers = new Map<string, TransferListener>();
   private readonly pending = new Set<Promise<void>>();
+  private joining = false;
   private challenge: ChallengeMessage | undefined;
   private stateValue: ConnectionState = 'disconnected';
   private firstJoin: { resolve: () => void; reject: (error: SftError) => void } | undefined;
@@ -308,6 +309,15 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   }
 
   private async join(challenge: ChallengeMessage): Promise<void> {
+    this.joining = true;
+    try {
+      await this.joinOnce(challenge);
+    } finally {
+      this.joining = false;
+    }
+  }
+
+  private async joinOnce(challenge: ChallengeMessage): Promise<void> {
     const { identity, name } = this.options;
     if (challenge.v !== PROTOCOL_VERSION) {
       this.failJoin(new SftError('PROTOCOL_VERSION', `The relay speaks protocol ${challenge.v}; this client speaks ${PROTOCOL_VERSION}.`));
@@ -318,14 +328,24 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     try {
       result = (await this.socket.timeout(15_000).emitWithAck('hello', { ...peerInfo(identity, name), proof: proof.toString('base64url') })) as Result<{ peers: PeerInfo[] }>;
     } catch {
-      this.failJoin(new SftError('TIMEOUT', 'The relay did not answer the join request.'));
+      this.failJoin(
+        this.socket.connected
+          ? new SftError('TIMEOUT', 'The relay did not answer the join request.')
+          : new SftError('PEER_GONE', 'The relay closed the connection before this client could join.'),
+      );
       return;
     }
     if (!result.ok) {
       this.failJoin(relayError(result.error));
       return;
     }
-    const peers = parse(PeerListSchema, result.peers, 'peer list');
+    let peers: PeerInfo[];
+    try {
+      peers = parse(PeerListSchema, result.peers, 'peer list');
+    } catch (error) {
+      this.failJoin(error as SftError);
+      return;
+    }
     this.peerMap.clear();
     for (const peer of peers) {
       if (peer.peerId === identity.peerId) continue;
@@ -350,7 +370,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   }
 
   private onDisconnected(): void {
-    if (this.firstJoin && !this.socket.active) {
+    // While a join is under way its own outcome (the relay's reason, say) settles connect().
+    if (this.firstJoin && !this.socket.active && !this.joining) {
       this.firstJoin.reject(new SftError('PEER_GONE', 'The relay closed the connection before this client could join.'));
       this.firstJoin = undefined;
     }

@@ -21,7 +21,7 @@ export interface Peer {
 }
 
 export class Harness {
-  relay!: Relay;
+  relay: Relay | undefined;
   url!: string;
   private readonly peers: Peer[] = [];
   private readonly dirs: string[] = [];
@@ -33,9 +33,16 @@ export class Harness {
     return h;
   }
 
-  async peer(name: string, extra: { token?: string; identity?: Identity } = {}): Promise<Peer> {
+  /** Peers and folders for a relay running elsewhere (a relay process). */
+  static attach(url: string): Harness {
+    const h = new Harness();
+    h.url = url;
+    return h;
+  }
+
+  async peer(name: string, extra: { token?: string; identity?: Identity; ca?: string } = {}): Promise<Peer> {
     const identity = extra.identity ?? Identity.generate();
-    const client = new RelayClient({ url: this.url, identity, name, reconnect: false, ...(extra.token ? { token: extra.token } : {}) });
+    const client = new RelayClient({ url: this.url, identity, name, reconnect: false, ...(extra.token ? { token: extra.token } : {}), ...(extra.ca ? { ca: extra.ca } : {}) });
     const inbox = new Inbox(client);
     const peer: Peer = {
       client,
