@@ -1,8 +1,9 @@
 /**
- * A hostile relay. This is a stand-in relay written for the test (a real Socket.IO server on port
- * 0 speaking the wire protocol), because the real relay will not misbehave on purpose.
+ * A hostile relay. The relays here are stand-ins written for the tests (real Socket.IO servers on
+ * port 0 speaking the wire protocol), because the real relay will not misbehave on purpose; the
+ * clients, keys and files are real.
  */
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,6 +13,11 @@ import { RelayClient } from '../../extension/core/client';
 import { Identity } from '../../extension/core/crypto/identity';
 import { PROTOCOL_VERSION, SOCKET_PATH, peerInfo, type PeerInfo } from '../../extension/core/protocol';
 import type { SftError } from '../../extension/core/errors';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Harness, writeRandomFile, type Peer } from '../helpers/harness';
+import { startHostileRelay, type HostileRelay, type Tampering } from '../helpers/hostile-relay';
+import { sendFiles } from '../../extension/core/transfer/sender';
 
 async function hostileRelay(listing: PeerInfo[], joinedLater: PeerInfo[]) {
   const server = http.createServer();
@@ -50,3 +56,121 @@ test('a relay that pairs a known peer id with other keys is caught: the peer is 
     await relay.close();
   }
 });
+
+describe('a relay that tampers with the stream is caught; nothing is presented as complete', () => {
+  let relay: HostileRelay;
+  let h: Harness;
+  let alice: Peer;
+  let bob: Peer;
+  before(async () => {
+    relay = await startHostileRelay();
+    h = Harness.attach(relay.url);
+    alice = await h.peer('alice');
+    bob = await h.peer('bob');
+    await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  });
+  after(async () => {
+    await h.close();
+    await relay.close();
+  });
+
+  /** Sends 10 chunks of 1 KiB through the relay with `tampering`; returns both sides' outcomes. */
+  async function attempt(tampering: Tampering) {
+    relay.tampering = tampering;
+    const src = await h.tempDir();
+    const out = await h.tempDir();
+    const file = path.join(src, 'ten-chunks.bin');
+    await writeRandomFile(file, 10 * 1024 - 7);
+    const received = bob.nextOffer().then((o) => o.accept({ directory: out, stallTimeoutMs: 1500 }));
+    received.catch(() => undefined);
+    const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], chunkSize: 1024, stallTimeoutMs: 3000 });
+    const outcome = await received.then(
+      () => 'complete',
+      (error: SftError) => error.code,
+    );
+    relay.tampering = {};
+    return { outcome, sent: sent.recipients[0]!.outcome, files: await fs.readdir(out) };
+  }
+
+  const cases: Array<[string, Tampering, string]> = [
+    ['a flipped bit in a chunk', { chunk: (_t, i, d, emit) => emit(i, i === 3 ? flip(d, 100) : d) }, 'INTEGRITY'],
+    ['a dropped chunk', { chunk: (_t, i, d, emit) => i !== 4 && emit(i, d) }, 'INTEGRITY'],
+    ['a dropped chunk, the rest relabelled to hide the gap', { chunk: (_t, i, d, emit) => i !== 4 && emit(i > 4 ? i - 1 : i, d) }, 'INTEGRITY'],
+    ['two chunks swapped', swapChunks(2, 3), 'INTEGRITY'],
+    ['a duplicated chunk', { chunk: (_t, i, d, emit) => (emit(i, d), i === 2 && emit(3, d)) }, 'INTEGRITY'],
+    ['a withheld final chunk (truncation)', { chunk: (_t, i, d, emit) => i < 9 && emit(i, d) }, 'TIMEOUT'],
+    ['a truncation dressed up as the end (chunk 8 relabelled final)', { chunk: (_t, i, d, emit) => i < 8 ? emit(i, d) : i === 8 && emit(9, d) }, 'INTEGRITY'],
+  ];
+  for (const [name, tampering, code] of cases) {
+    test(`${name}: refused with ${code}`, async () => {
+      const result = await attempt(tampering);
+      assert.equal(result.outcome, code);
+      assert.notEqual(result.sent, 'done');
+      assert.deepEqual(result.files, [], 'no file and no temporary file remains');
+    });
+  }
+
+  test('a chunk replayed from another transfer between the same two people: refused', async () => {
+    const first = await attempt({});
+    assert.equal(first.outcome, 'complete');
+    const old = [...relay.seen.values()][0]!;
+    const result = await attempt({ chunk: (_t, i, d, emit) => emit(i, i === 0 ? old[0]! : d) });
+    assert.equal(result.outcome, 'INTEGRITY');
+    assert.deepEqual(result.files, []);
+  });
+
+  test('offers with an altered header, swapped sender keys or a replay are refused and reported', async () => {
+    const mallory = Identity.generate();
+    const variants: Array<[Tampering['offer'], string]> = [
+      [(o) => ({ ...o, header: flipB64(o.header) }), 'BAD_SIGNATURE'],
+      [(o) => ({ ...o, cipherBytes: o.cipherBytes + 16, chunkCount: o.chunkCount + 1 }), 'BAD_SIGNATURE'],
+      [(o) => ({ ...o, sender: { ...o.sender, signPublicKey: mallory.signPublicKey.toString('base64url') } }), 'BAD_SIGNATURE'],
+      [(o) => ({ ...o, stanzas: o.stanzas.map((s) => ({ ...s, wrappedKey: flipB64(s.wrappedKey) })) }), 'BAD_SIGNATURE'],
+    ];
+    const src = await h.tempDir();
+    await writeRandomFile(path.join(src, 'x.bin'), 100);
+    for (const [offer, code] of variants) {
+      relay.tampering = { offer };
+      const refused = new Promise<SftError>((resolve) => bob.inbox.once('refused', (r) => resolve(r.error)));
+      const sent = await sendFiles(alice.client, { paths: [path.join(src, 'x.bin')], to: [alice.client.findPeer('bob')] });
+      assert.equal((await refused).code, code);
+      const leg = sent.recipients[0]!;
+      assert.equal(leg.outcome, 'failed');
+      assert.equal(leg.outcome === 'failed' && leg.code, code, 'the sender learns why');
+    }
+    // The same genuine offer delivered twice: the second copy is a replay.
+    relay.tampering = { offer: (o) => [o, o] };
+    const codes: string[] = [];
+    bob.inbox.on('refused', (r) => codes.push(r.error.code));
+    const got = bob.nextOffer().then((o) => o.accept({ directory: src + '-in' }));
+    const sent = await sendFiles(alice.client, { paths: [path.join(src, 'x.bin')], to: [alice.client.findPeer('bob')] });
+    await got;
+    assert.deepEqual(codes, ['REPLAYED_OFFER']);
+    assert.equal(sent.recipients[0]!.outcome, 'done', 'the replay did not disturb the genuine transfer');
+    relay.tampering = {};
+    await fs.rm(src + '-in', { recursive: true, force: true });
+  });
+});
+
+function flip(data: Buffer, at: number): Buffer {
+  const copy = Buffer.from(data);
+  copy[at % copy.length]! ^= 0x01;
+  return copy;
+}
+
+function flipB64(text: string): string {
+  return flip(Buffer.from(text, 'base64url'), 5).toString('base64url');
+}
+
+function swapChunks(a: number, b: number): Tampering {
+  let held: Buffer | undefined;
+  return {
+    chunk: (_t, i, d, emit) => {
+      if (i === a) held = d;
+      else if (i === b) {
+        emit(a, d);
+        emit(b, held!);
+      } else emit(i, d);
+    },
+  };
+}

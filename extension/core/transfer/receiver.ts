@@ -108,7 +108,9 @@ export class Inbox extends EventEmitter<InboxEvents> {
       this.emit('offer', this.incoming(message, opened));
     } catch (error) {
       const e = toSftError(error);
-      this.client.cancel(message.transferId, e.code, e.message);
+      // A replay carries the id of a genuine transfer, which may be running: cancelling it would
+      // let a replay kill the real thing. Every other refusal is reported to the sender.
+      if (e.code !== 'REPLAYED_OFFER') this.client.cancel(message.transferId, e.code, e.message);
       this.emit('refused', { transferId: message.transferId, from, error: e });
     }
   }
