@@ -36,10 +36,15 @@ export const RelayConfigSchema = z
     metricsPort: wholeNumber.pipe(z.number().max(65535)).optional(),
     metricsHost: z.string().min(1).default('127.0.0.1'),
     shutdownGrace: seconds.default(30),
+    trustProxy: z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean()).default(false),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict()
-  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), { message: 'tlsCert and tlsKey go together', path: ['tlsCert'] });
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), { message: 'tlsCert and tlsKey go together', path: ['tlsCert'] })
+  .refine((c) => c.maxBytesPerClientPerHour === undefined || c.maxFileSize === undefined || c.maxBytesPerClientPerHour >= c.maxFileSize, {
+    message: 'must be at least maxFileSize, or the largest allowed file could never be sent',
+    path: ['maxBytesPerClientPerHour'],
+  });
 
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;
 export type RelayConfigKey = keyof z.input<typeof RelayConfigSchema>;

@@ -31,6 +31,7 @@ const HELP: Record<string, string> = {
   metricsHost: 'address for --metrics-port [127.0.0.1]',
   shutdownGrace: 'seconds running transfers get to finish on SIGTERM [30]',
   logLevel: 'fatal | error | warn | info | debug | trace | silent [info]',
+  trustProxy: 'true behind a reverse proxy: client addresses come from X-Forwarded-For [false]',
 };
 
 const command = new Command('sft-relay')
@@ -68,6 +69,7 @@ try {
     maxTransfersPerClient: config.maxTransfersPerClient,
     maxTransfers: config.maxTransfers ?? null,
     recipients: config.recipients,
+    trustProxy: config.trustProxy,
     window: config.window,
     logger,
     ...(config.tlsCert && config.tlsKey ? { tls: { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } } : {}),

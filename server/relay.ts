@@ -62,6 +62,11 @@ export interface RelayOptions {
   /** Serve /metrics on its own port (e.g. an internal interface) instead of the main one. */
   metricsPort?: number;
   metricsHost?: string;
+  /**
+   * Behind a reverse proxy: take the client's address from the last X-Forwarded-For entry (the one
+   * the proxy added), for per-address limits and the audit log. Only set it when a proxy is in front.
+   */
+  trustProxy?: boolean;
   /** Rotate the audit log file at this size, keeping this many old files. */
   auditMaxBytes?: number;
   auditKeep?: number;
@@ -190,11 +195,17 @@ export function createRelay(options: RelayOptions = {}): Relay {
     connectTimeout: options.helloTimeoutMs ?? 10_000,
   });
 
+  const clientAddress = (socket: { handshake: { address: string; headers: http.IncomingHttpHeaders } }): string => {
+    const forwarded = socket.handshake.headers['x-forwarded-for'];
+    const last = typeof forwarded === 'string' ? forwarded.split(',').pop()?.trim() : undefined;
+    return options.trustProxy && last ? last : socket.handshake.address;
+  };
+
   const sendError = (socket: RelaySocket, error: ErrorMessage) => socket.emit('relay.error', error);
 
   // ---- Admission: protocol version, team token, connection rate. ----
   io.use((socket, next) => {
-    const address = socket.handshake.address;
+    const address = clientAddress(socket);
     const refuse = (code: ErrorCode, message: string) => {
       audit.write({ event: 'refused', code, address });
       metrics.refused(code);
@@ -287,13 +298,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const hello = parse(HelloSchema, raw, 'hello');
         const { proof, ...peer } = hello;
         if (!checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, Buffer.from(proof, 'base64url'))) {
-          audit.write({ event: 'refused', code: 'BAD_PROOF', address: socket.handshake.address, peer: peer.peerId });
+          audit.write({ event: 'refused', code: 'BAD_PROOF', address: clientAddress(socket), peer: peer.peerId });
           reply({ ok: false, error: errorMessage('BAD_PROOF', 'The relay could not verify that you hold the key for this peer id.') });
           socket.disconnect(true);
           return;
         }
         if (allowList && !allowList.has(peer.peerId)) {
-          audit.write({ event: 'refused', code: 'NOT_ALLOWED', address: socket.handshake.address, peer: peer.peerId });
+          audit.write({ event: 'refused', code: 'NOT_ALLOWED', address: clientAddress(socket), peer: peer.peerId });
           metrics.refused('NOT_ALLOWED');
           reply({ ok: false, error: errorMessage('NOT_ALLOWED', 'This peer id is not on the relay\'s allow-list; send it to the relay\'s operator.') });
           socket.disconnect(true);
@@ -311,7 +322,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const peers = (await io.in(JOINED).fetchSockets()).flatMap((s) => (s.data.peer && s.data.peer.peerId !== peer.peerId ? [s.data.peer] : []));
         socket.join([roomOf(peer.peerId), JOINED]);
         socket.to(JOINED).emit('peer.joined', peer);
-        audit.write({ event: 'join', peer: peer.peerId, address: socket.handshake.address });
+        audit.write({ event: 'join', peer: peer.peerId, address: clientAddress(socket) });
         log.info({ peer: peer.peerId }, 'peer joined');
         reply({ ok: true, peers });
       }),
@@ -553,7 +564,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       const deadline = Date.now() + graceMs;
       while (transfers.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const transfer of [...transfers.values()]) abort(transfer, transfer.from, new SftError('SHUTTING_DOWN', 'The relay shut down before the transfer finished.'));
-      await new Promise<void>((resolve) => io.close(() => resolve()));
+      // A client that never answers the WebSocket close would hold this for 30 s; do not wait for it.
+      await Promise.race([new Promise<void>((resolve) => io.close(() => resolve())), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       httpServer.closeAllConnections();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       await audit.close();

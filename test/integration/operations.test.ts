@@ -12,6 +12,7 @@ import { Harness, sha256File, writeRandomFile, type Peer } from '../helpers/harn
 import { run, startRelayProcess, waitForLine } from '../helpers/processes';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Identity } from '../../extension/core/crypto/identity';
+import { io } from 'socket.io-client';
 
 let work: string;
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -229,4 +230,24 @@ test('graceful shutdown: a running transfer finishes, new clients are turned awa
   assert.equal(await sha256File(path.join(out, 'big.bin')), sum);
   assert.equal(await relay.exited, 0);
   assert.ok(notices.includes('SHUTTING_DOWN'), 'clients were told why');
+});
+
+test('behind a proxy (trustProxy), per-address limits and the audit log use the forwarded client address', async () => {
+  const auditLog = path.join(work, 'proxy-audit.jsonl');
+  const { url } = await relayProcess(['--trust-proxy', 'true', '--audit-log', auditLog]);
+  const connectAs = (address: string) =>
+    new Promise<string | undefined>((resolve) => {
+      const socket = io(url, { path: '/sft/socket.io', transports: ['websocket'], reconnection: false, forceNew: true, auth: { v: 1 }, extraHeaders: { 'x-forwarded-for': `198.51.100.7, ${address}` } });
+      socket.once('challenge', () => (socket.disconnect(), resolve(undefined)));
+      socket.once('connect_error', (e: Error & { data?: { code: string } }) => (socket.disconnect(), resolve(e.data?.code)));
+    });
+  // The join limit allows a burst of 30 per address: the 31st from one address is refused...
+  const codes = [];
+  for (let i = 0; i < 31; i++) codes.push(await connectAs('203.0.113.10'));
+  assert.equal(codes.filter((c) => c === 'JOIN_RATE_LIMITED').length, 1);
+  // ...while another client behind the same proxy is not.
+  assert.equal(await connectAs('203.0.113.11'), undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  const refused = (await fs.readFile(auditLog, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { address?: string });
+  assert.deepEqual(refused.map((r) => r.address), ['203.0.113.10']);
 });
