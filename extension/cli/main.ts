@@ -75,6 +75,9 @@ async function connect(options: CommonOptions) {
   return { ...session, client };
 }
 
+const KEY_CHANGED_WARNING = (peer: PeerInfo) =>
+  `WARNING: KEY CHANGED. The name "${escapeForDisplay(peer.name)}" was verified with a different key; this may be someone else, or a relay in the middle. Run "sft verify ${escapeForDisplay(peer.name)}" and compare safety numbers.`;
+
 function describePeer(peer: PeerInfo, trust: TrustBook): string {
   const verdict = trust.verdict(peer.peerId, peer.name);
   const badge = verdict === 'verified' ? 'verified' : verdict === 'changed' ? 'KEY CHANGED: verify again' : 'not verified';
@@ -138,13 +141,16 @@ function program(): Command {
     .argument('<paths...>', 'files or folders')
     .requiredOption('--to <peers>', 'recipients: names or peer ids, comma-separated')
     .option('--json', 'print the result as JSON')
-    .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean }) => {
+    .option('--trust-changed-key', 'send even to a peer whose key changed since you verified it')
+    .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
       const { client, trust } = await connect(options);
       const to = options.to.split(',').map((s) => client.findPeer(s.trim()));
       for (const peer of to) {
-        if (trust.verdict(peer.peerId, peer.name) === 'changed') {
-          process.stderr.write(`WARNING: ${describePeer(peer, trust)}: this name was verified with a different key. Run "sft verify" before trusting it.\n`);
-        }
+        if (trust.verdict(peer.peerId, peer.name) !== 'changed') continue;
+        // Trust on first use, then pinning: a changed key needs an explicit yes until re-verified.
+        process.stderr.write(`${KEY_CHANGED_WARNING(peer)}\n`);
+        const confirmed = options.trustChangedKey || (process.stdin.isTTY && (await confirm(`Send to ${escapeForDisplay(peer.name)} anyway?`)));
+        if (!confirmed) throw new SftError('BAD_SIGNATURE', `Not sent: ${escapeForDisplay(peer.name)}'s key changed. Compare safety numbers with "sft verify", or pass --trust-changed-key.`);
       }
       const progress = progressPrinter('sending');
       const controller = new AbortController();
@@ -185,7 +191,7 @@ function program(): Command {
     .addOption(new Option('--on-conflict <policy>', 'when a file exists').choices(['rename', 'overwrite', 'fail']).default('rename'))
     .action(async (options: CommonOptions & { out: string; yes?: boolean; once?: boolean; onConflict: ConflictPolicy }) => {
       const { client, trust } = await connect(options);
-      const inbox = new Inbox(client, { isVerified: (id) => trust.isVerified(id) });
+      const inbox = new Inbox(client, { trustOf: (id, name) => trust.verdict(id, name) });
       process.stderr.write(`Waiting for files as ${escapeForDisplay(options.name)} (${shortPeerId(client.identity.peerId)}); saving to ${path.resolve(options.out)}. Ctrl-C to stop.\n`);
       let busy = Promise.resolve();
       let closing = false;
@@ -226,11 +232,15 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
   const names = offer.entries.filter((e) => e.type === 'file').map((e) => escapeForDisplay(e.path));
   const shown = names.length > 5 ? [...names.slice(0, 5), `… and ${names.length - 5} more`] : names;
   process.stderr.write(`${describePeer(offer.sender, trust)} wants to send ${offer.fileCount} file(s), ${formatBytes(offer.totalBytes)}:\n${shown.map((n) => `  ${n}\n`).join('')}`);
-  const accept = options.yes || (process.stdin.isTTY ? await confirm('Accept?') : false);
+  const changed = offer.senderTrust === 'changed';
+  if (changed) process.stderr.write(`${KEY_CHANGED_WARNING(offer.sender)}\n`);
+  // --yes never covers a changed key: that needs a person's explicit yes, or re-verification.
+  const accept = (options.yes && !changed) || (process.stdin.isTTY ? await confirm(changed ? 'Accept from this CHANGED key anyway?' : 'Accept?') : false);
   if (!accept) {
-    if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
+    if (changed) process.stderr.write('Declined: the key changed.\n');
+    else if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
     offer.decline();
-    return EXIT_CODES.declined;
+    return changed ? EXIT_CODES.security : EXIT_CODES.declined;
   }
   const progress = progressPrinter('receiving');
   try {

@@ -112,3 +112,30 @@ test('the relay process logs no secrets and shuts down cleanly on SIGTERM', asyn
   assert.equal(code, 0);
   assert.equal([...r.stdout, ...r.stderr].join('\n').includes('another-secret-token'), false);
 });
+
+test('a verified name that comes back with another key is flagged loudly and needs an explicit yes both ways', async () => {
+  // Frank verified grace in the test above; now someone else appears as "grace".
+  const impostor = ['--name', 'grace', '--identity', path.join(work, 'id-grace-impostor')];
+  const src = path.join(work, 'tofu');
+  await writeRandomFile(path.join(src, 'note.txt'), 50);
+  const receiving = start('sft', ['receive', '--out', path.join(work, 'tofu-impostor'), '--yes', '--once', ...impostor], env);
+  await waitForLine(receiving.stderr, /Waiting for files/);
+
+  const peers = await run('sft', ['peers', ...as('frank')], env);
+  assert.match(peers.stdout, /grace \([a-z2-7]{8}, KEY CHANGED: verify again\)/);
+  const refused = await run('sft', ['send', path.join(src, 'note.txt'), '--to', 'grace', ...as('frank')], env);
+  assert.equal(refused.code, EXIT_CODES.security, refused.stderr);
+  assert.match(refused.stderr, /WARNING: KEY CHANGED/);
+  const forced = await run('sft', ['send', path.join(src, 'note.txt'), '--to', 'grace', '--trust-changed-key', ...as('frank')], env);
+  assert.equal(forced.code, EXIT_CODES.ok, forced.stderr);
+  assert.equal(await receiving.exited, EXIT_CODES.ok);
+
+  // The other way: frank's --yes does not accept from the changed key.
+  const frankReceiving = start('sft', ['receive', '--out', path.join(work, 'tofu-frank'), '--yes', '--once', ...as('frank')], env);
+  await waitForLine(frankReceiving.stderr, /Waiting for files/);
+  const fromImpostor = await run('sft', ['send', path.join(src, 'note.txt'), '--to', 'frank', ...impostor], env);
+  assert.equal(fromImpostor.code, EXIT_CODES.declined);
+  assert.equal(await frankReceiving.exited, EXIT_CODES.security);
+  assert.match(frankReceiving.stderr.join('\n'), /WARNING: KEY CHANGED/);
+  await assert.rejects(fs.readdir(path.join(work, 'tofu-frank')), { code: 'ENOENT' });
+});

@@ -14,6 +14,7 @@ import { checkReceivedPath, checkReceivedPaths, resolveInside, temporaryNameFor 
 import { offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
+import type { TrustVerdict } from '../trust';
 
 /** What to do when a file of the same name already exists. */
 export type ConflictPolicy = 'rename' | 'overwrite' | 'fail';
@@ -55,7 +56,8 @@ export interface IncomingOffer {
   readonly transferId: string;
   /** The sender as the relay lists it; the name is whatever the sender chose and is untrusted. */
   readonly sender: PeerInfo;
-  readonly senderVerified: boolean;
+  /** verified, seen before, new, or changed: a name the user verified now arrives with another key. */
+  readonly senderTrust: TrustVerdict;
   readonly entries: readonly HeaderEntry[];
   readonly fileCount: number;
   readonly totalBytes: number;
@@ -77,8 +79,8 @@ interface InboxEvents {
 }
 
 export interface InboxOptions {
-  /** Whether the user has verified this peer's safety number. */
-  readonly isVerified?: (peerId: string) => boolean;
+  /** How far the user trusts this peer (trust.ts); without it every sender counts as new. */
+  readonly trustOf?: (peerId: string, name: string) => TrustVerdict;
   /** How far an offer's timestamp may be from this clock (default 10 minutes). */
   readonly maxClockSkewMs?: number;
 }
@@ -136,10 +138,11 @@ export class Inbox extends EventEmitter<InboxEvents> {
       if (answered) throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
       answered = true;
     };
+    const sender = client.peers.get(from) ?? { ...message.sender, name: 'unknown peer' };
     return {
       transferId: message.transferId,
-      sender: client.peers.get(from) ?? { ...message.sender, name: 'unknown peer' },
-      senderVerified: this.options.isVerified?.(from) ?? false,
+      sender,
+      senderTrust: this.options.trustOf?.(from, sender.name) ?? 'new',
       entries: opened.header.entries,
       fileCount: opened.header.entries.filter((e) => e.type === 'file').length,
       totalBytes: opened.header.plainBytes,
