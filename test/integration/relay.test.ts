@@ -360,3 +360,40 @@ test('the audit log has one JSON line per event, with ids and ciphertext sizes, 
   await fs.rm(dir, { recursive: true, force: true });
   await fs.rm(src + '-in', { recursive: true, force: true });
 });
+
+test('flow control: a slow receiver slows its sender, the relay never runs more than a window ahead, others are unaffected', async () => {
+  const h = await relay({ window: 8 });
+  const alice = await h.peer('fast-sender');
+  const slow = await rawConnect(h.url);
+  const slowIdentity = Identity.generate();
+  assert.equal((await rawJoin(slow, slowIdentity, 'slow-receiver')).ok, true);
+  await h.until(() => alice.client.peers.has(slowIdentity.peerId));
+  const src = await h.tempDir();
+  await writeRandomFile(path.join(src, 'slow.bin'), 48 * 256 * 1024);
+
+  let received = 0;
+  let acked = 0;
+  let worstLead = 0;
+  slow.socket.on('offer', (offer: { transferId: string }) => slow.socket.emit('answer', { transferId: offer.transferId, accept: true }, () => undefined));
+  slow.socket.on('chunk', (transferId: string, index: number) => {
+    received += 1;
+    worstLead = Math.max(worstLead, received - acked);
+    // A slow disk: each chunk takes 15 ms to "write" before it is acknowledged.
+    setTimeout(() => {
+      acked += 1;
+      slow.socket.emit('ack', { transferId, index });
+      if (index === 47) slow.socket.emit('done', { transferId }, () => undefined);
+    }, 15 * (received - acked));
+  });
+  const started = Date.now();
+  const slowTransfer = sendFiles(alice.client, { paths: [path.join(src, 'slow.bin')], to: [alice.client.findPeer('slow-receiver')] });
+  // Meanwhile another pair moves a file at full speed.
+  await sendAndCheck(h, 'other-a', 'other-b', 8_000_000);
+  const otherDoneWhileSlowRan = h.relay!.stats().transfers > 0;
+  const result = await slowTransfer;
+  assert.equal(result.recipients[0]!.outcome, 'done');
+  assert.ok(worstLead <= 8, `the receiver got ${worstLead} chunks ahead of its acknowledgements (window 8)`);
+  assert.ok(Date.now() - started >= 48 * 15 * 0.9, 'the sender went at the receiver\'s pace');
+  assert.ok(otherDoneWhileSlowRan, 'the other transfer finished while the slow one was still running');
+  slow.close();
+});
