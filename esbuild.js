@@ -9,6 +9,8 @@ const entryPoints = {
   relay: 'server/main.ts',
   cli: 'extension/cli/main.ts',
   demo: 'scripts/demo.ts',
+  bench: 'scripts/bench/run.ts',
+  'bench-tcp-relay': 'scripts/bench/tcp-relay.ts',
 };
 
 async function main() {
