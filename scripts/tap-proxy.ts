@@ -9,6 +9,8 @@ export type TapDirection = 'to-relay' | 'from-relay';
 
 export interface TapProxy {
   readonly url: string;
+  /** Cuts every connection through the tap, as a network failure would; new ones still pass. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,9 @@ export async function startTapProxy(relayUrl: string, onData: (direction: TapDir
   const { port } = server.address() as net.AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -83,6 +83,8 @@ export interface RelayOptions {
   joinRate?: { perSecond: number; burst: number };
   /** Time a new connection has to prove its identity. */
   helloTimeoutMs?: number;
+  /** How long after a dropped connection the sender may offer the same transfer again to resume it. */
+  resumeGraceMs?: number;
   auditLog?: string | AuditSink;
   logger?: pino.Logger;
   relayId?: string;
@@ -105,6 +107,8 @@ interface TransferState {
   readonly layout: PayloadLayout;
   readonly recipients: Map<string, { state: RecipientState; acked: number }>;
   readonly startedAt: number;
+  /** Whether chunks have started to flow (the first chunk sets where they start, on a resume). */
+  streaming: boolean;
   nextIndex: number;
   cipherBytes: number;
 }
@@ -155,8 +159,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const hourly = options.maxBytesPerClientPerHour ?? null;
   const byteBudgets = hourly === null ? undefined : new KeyedRateLimiter(hourly / 3600, hourly);
   const transfers = new Map<string, TransferState>();
-  /** Recently ended transfers, whose late chunks and acks are dropped quietly, not held against anyone. */
-  const ended = new Set<string>();
+  /**
+   * Recently ended transfers: their late chunks and acks are dropped quietly, not held against
+   * anyone, and those cut off by a dropped connection may be offered again, by the same sender,
+   * within the grace period.
+   */
+  const ended = new Map<string, { from: string; at: number; resumable: boolean }>();
+  const resumeGraceMs = options.resumeGraceMs ?? 60_000;
+  /** Transfers being ended by a dropped connection: these may be resumed. */
+  const interrupted = new Set<string>();
 
   const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }));
   const serveMetrics = async (res: http.ServerResponse) => {
@@ -339,6 +350,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('NOT_PARTICIPANT', 'An offer must come from the identity that joined.');
         }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        const previous = ended.get(offer.transferId);
+        if (previous && (!offer.resume || previous.from !== me.peerId || !previous.resumable)) {
+          throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        }
+        if (previous && Date.now() - previous.at > resumeGraceMs) {
+          throw new SftError('EXPIRED', `The transfer was interrupted more than ${Math.round(resumeGraceMs / 1000)} s ago and can no longer be resumed.`);
+        }
         const to = offer.stanzas.map((s) => s.to);
         if (new Set(to).size !== to.length || to.includes(me.peerId)) throw new SftError('BAD_MESSAGE', 'Recipients must be distinct peers other than the sender.');
         if (offer.chunkSize > maxChunkSize) throw new SftError('MESSAGE_TOO_LARGE', `Chunks may be at most ${maxChunkSize} bytes on this relay.`);
@@ -370,6 +388,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           layout,
           recipients: new Map(to.map((id) => [id, { state: 'offered', acked: 0 }])),
           startedAt: Date.now(),
+          streaming: false,
           nextIndex: 0,
           cipherBytes: 0,
         });
@@ -386,7 +405,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const answer = parse(AnswerSchema, raw, 'answer');
         const { transfer, recipient } = asRecipient(answer.transferId);
         if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
+        if (answer.resumeFrom !== undefined && (!answer.accept || answer.resumeFrom > transfer.layout.chunkCount)) {
+          throw new SftError('BAD_MESSAGE', 'A resume point must lie within the transfer.');
+        }
         recipient.state = answer.accept ? 'accepted' : 'declined';
+        recipient.acked = answer.resumeFrom ?? 0;
         if (!answer.accept) metrics.leg('declined');
         audit.write({ event: answer.accept ? 'accept' : 'decline', transfer: transfer.id, from: transfer.from, to: me() });
         io.to(roomOf(transfer.from)).emit('answer', { ...answer, from: me() });
@@ -405,6 +428,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
         if ([...transfer.recipients.values()].some((r) => r.state === 'offered') || receiving.length === 0) {
           return abort(transfer, me(), new SftError('NOT_ACCEPTED', 'Chunks arrived before the recipients accepted.'));
+        }
+        if (!transfer.streaming) {
+          // On a resume the stream starts where the slowest recipient's verified chunks end.
+          transfer.streaming = true;
+          transfer.nextIndex = Math.min(...receiving.map(([, r]) => r.acked));
         }
         if (index !== transfer.nextIndex) return abort(transfer, me(), new SftError('OUT_OF_ORDER', `Expected chunk ${transfer.nextIndex}, got ${index}.`));
         if (index >= transfer.layout.chunkCount || data.length !== plainChunkLength(transfer.layout, index) + TAG_BYTES) {
@@ -466,7 +494,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
       if (!peer) return;
       for (const transfer of [...transfers.values()]) {
         if (transfer.from === peer.peerId || transfer.recipients.has(peer.peerId)) {
+          if (transfer.recipients.size === 1) interrupted.add(transfer.id);
           abort(transfer, peer.peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
+          interrupted.delete(transfer.id);
         }
       }
       audit.write({ event: 'leave', peer: peer.peerId });
@@ -483,6 +513,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       window: windowSize,
       maxChunkSize,
       maxFileSize,
+      resumeGraceMs,
     });
 
     function asRecipient(transferId: string) {
@@ -519,8 +550,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const live = [...transfer.recipients.values()].some((r) => r.state === 'offered' || r.state === 'accepted');
     if (live) return;
     transfers.delete(transfer.id);
-    ended.add(transfer.id);
-    if (ended.size > RECENTLY_ENDED) ended.delete(ended.values().next().value!);
+    ended.delete(transfer.id); // Re-inserted last, so the map stays in order of ending.
+    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable: interrupted.has(transfer.id) });
+    interrupted.delete(transfer.id);
+    if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }
 
   let url: string | undefined;

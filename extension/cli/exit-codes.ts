@@ -42,6 +42,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   RELAY_UNREACHABLE: EXIT_CODES.network,
   PEER_GONE: EXIT_CODES.network,
   TIMEOUT: EXIT_CODES.network,
+  EXPIRED: EXIT_CODES.network,
 };
 
 export function exitCodeFor(code: ErrorCode): number {

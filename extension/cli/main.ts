@@ -60,7 +60,8 @@ async function connect(options: CommonOptions) {
   const session = await openSession(options);
   const token = await resolveToken(options);
   const ca = options.ca ? await fs.readFile(options.ca, 'utf8') : undefined;
-  const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: false, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
+  // Reconnect after a drop: a running transfer then resumes where it stopped (sender.ts, receiver.ts).
+  const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: true, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
   openClients.add(client);
   client.on('notice', (n) => process.stderr.write(`relay: ${n.message} (${n.code})\n`));
   await client.connect();

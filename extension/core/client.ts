@@ -166,14 +166,34 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     this.requireConnected();
     const result = (await this.socket.timeout(30_000).emitWithAck('offer', message).catch(() => ({
       ok: false as const,
-      error: { code: 'TIMEOUT' as const, message: 'The relay did not answer the offer.' },
+      error: this.socket.connected
+        ? { code: 'TIMEOUT' as const, message: 'The relay did not answer the offer.' }
+        : { code: 'PEER_GONE' as const, message: 'The connection dropped before the relay answered the offer.' },
     }))) as Result;
     if (!result.ok) throw relayError(result.error);
   }
 
   /** Resolves once the relay has handled the answer; rejects with its refusal. */
-  answer(transferId: string, accept: boolean): Promise<void> {
-    return this.acknowledged('answer', { transferId, accept });
+  answer(transferId: string, accept: boolean, resumeFrom?: number): Promise<void> {
+    return this.acknowledged('answer', { transferId, accept, ...(resumeFrom !== undefined ? { resumeFrom } : {}) });
+  }
+
+  /** Resolves when the client is joined again (now, or after a reconnection), false after `timeoutMs`. */
+  whenConnected(timeoutMs: number): Promise<boolean> {
+    if (this.stateValue === 'connected') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const onState = (state: ConnectionState) => {
+        if (state !== 'connected' && (state !== 'disconnected' || this.socket.active)) return;
+        clearTimeout(timer);
+        this.off('state', onState);
+        resolve(state === 'connected');
+      };
+      const timer = setTimeout(() => {
+        this.off('state', onState);
+        resolve(false);
+      }, timeoutMs);
+      this.on('state', onState);
+    });
   }
 
   sendChunk(transferId: string, index: number, data: Buffer): void {
@@ -182,7 +202,9 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   }
 
   ack(transferId: string, index: number): void {
-    this.socket.emit('ack', { transferId, index });
+    // Only on a joined connection: Socket.IO would otherwise buffer it and send it on reconnection,
+    // before the new join, where it is stale anyway (a resumed transfer restates its position).
+    if (this.stateValue === 'connected') this.socket.emit('ack', { transferId, index });
   }
 
   done(transferId: string): Promise<void> {
@@ -192,7 +214,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   cancel(transferId: string, code: ErrorCode, message?: string): void {
     // Codes only the relay may give (PEER_GONE, …) are reported to it as a plain cancellation.
     const reported = (CLIENT_CANCEL_CODES as readonly ErrorCode[]).includes(code) ? (code as ClientCancelCode) : 'CANCELLED';
-    if (this.socket.connected) {
+    if (this.stateValue === 'connected') {
       this.acknowledged('cancel', { transferId, code: reported, ...(message ? { message: message.slice(0, 500) } : {}) }).catch(() => undefined);
     }
   }
@@ -208,6 +230,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
 
   /** Sends a message the relay acknowledges, and keeps it pending until it has. */
   private acknowledged<E extends 'answer' | 'done' | 'cancel'>(event: E, message: Parameters<ClientToRelayEvents[E]>[0]): Promise<void> {
+    if (this.stateValue !== 'connected') return Promise.reject(new SftError('PEER_GONE', 'Not connected to the relay.'));
     const sent = (async () => {
       let result: Result;
       try {

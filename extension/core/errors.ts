@@ -37,6 +37,7 @@ export const ErrorCodes = [
   'CANCELLED',
   'PEER_GONE',
   'TIMEOUT',
+  'EXPIRED',
   // End-to-end checks (raised by clients, never by the relay, which cannot see plaintext).
   'BAD_SIGNATURE',
   'NOT_FOR_ME',

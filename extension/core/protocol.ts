@@ -49,6 +49,8 @@ export const ChallengeSchema = z.object({
   window: z.number().int().min(1).max(1024),
   maxChunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
   maxFileSize: count.nullable(),
+  /** How long the relay lets an interrupted transfer be resumed. */
+  resumeGraceMs: count.optional(),
 });
 export type ChallengeMessage = z.infer<typeof ChallengeSchema>;
 
@@ -67,10 +69,13 @@ export const OfferSchema = z.object({
   stanzas: z.array(StanzaSchema).min(1).max(MAX_RECIPIENTS),
   header: z.string().max(Math.ceil((MAX_HEADER_BYTES * 4) / 3)).regex(/^[A-Za-z0-9_-]+$/),
   signature: b64url(64),
+  /** Set when a sender offers again, after a dropped connection, a transfer it had started. */
+  resume: z.boolean().optional(),
 });
 export type OfferMessage = z.infer<typeof OfferSchema>;
 
-export const AnswerSchema = z.object({ transferId, accept: z.boolean() });
+/** `resumeFrom`: the number of chunks the recipient has already verified and kept (on a resume). */
+export const AnswerSchema = z.object({ transferId, accept: z.boolean(), resumeFrom: count.optional() });
 export type AnswerMessage = z.infer<typeof AnswerSchema>;
 
 export const AckSchema = z.object({ transferId, index: count });
@@ -101,6 +106,9 @@ export const CLIENT_CANCEL_CODES = [
 export const CancelSchema = z.object({ transferId, code: z.enum(CLIENT_CANCEL_CODES), message: humanMessage.optional() });
 export type CancelMessage = z.infer<typeof CancelSchema>;
 export type ClientCancelCode = (typeof CLIENT_CANCEL_CODES)[number];
+
+/** Outcomes that interrupt a transfer rather than end it: a dropped connection, a relay restart. */
+export const RESUMABLE_CODES: readonly ErrorCode[] = ['PEER_GONE', 'SHUTTING_DOWN'];
 
 export const ErrorSchema = z.object({ code: errorCode, message: humanMessage, transferId: transferId.optional() });
 export type ErrorMessage = z.infer<typeof ErrorSchema>;

@@ -40,9 +40,9 @@ export class Harness {
     return h;
   }
 
-  async peer(name: string, extra: { token?: string; identity?: Identity; ca?: string } = {}): Promise<Peer> {
+  async peer(name: string, extra: { token?: string; identity?: Identity; ca?: string; url?: string; reconnect?: boolean } = {}): Promise<Peer> {
     const identity = extra.identity ?? Identity.generate();
-    const client = new RelayClient({ url: this.url, identity, name, reconnect: false, ...(extra.token ? { token: extra.token } : {}), ...(extra.ca ? { ca: extra.ca } : {}) });
+    const client = new RelayClient({ url: extra.url ?? this.url, identity, name, reconnect: extra.reconnect ?? false, ...(extra.token ? { token: extra.token } : {}), ...(extra.ca ? { ca: extra.ca } : {}) });
     const inbox = new Inbox(client);
     const peer: Peer = {
       client,

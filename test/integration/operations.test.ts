@@ -125,7 +125,7 @@ describe('policy refusals, each with its code', () => {
       h.peer('carol', { token: 'blue-team-token' }),
       h.peer('dave', { token: 'blue-team-token' }),
     ]);
-    await h.until(() => alice.client.peers.size === 3);
+    await h.until(() => [alice, bob, carol, dave].every((p) => p.client.peers.size === 3));
   });
 
   test('RECIPIENT_NOT_ALLOWED: only within the same team', async () => {

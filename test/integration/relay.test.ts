@@ -375,15 +375,17 @@ test('flow control: a slow receiver slows its sender, the relay never runs more 
   let acked = 0;
   let worstLead = 0;
   slow.socket.on('offer', (offer: { transferId: string }) => slow.socket.emit('answer', { transferId: offer.transferId, accept: true }, () => undefined));
+  let disk = Promise.resolve();
   slow.socket.on('chunk', (transferId: string, index: number) => {
     received += 1;
     worstLead = Math.max(worstLead, received - acked);
-    // A slow disk: each chunk takes 15 ms to "write" before it is acknowledged.
-    setTimeout(() => {
+    // A slow disk: each chunk takes 15 ms to "write", one after another, before it is acknowledged.
+    disk = disk.then(async () => {
+      await new Promise((r) => setTimeout(r, 15));
       acked += 1;
       slow.socket.emit('ack', { transferId, index });
       if (index === 47) slow.socket.emit('done', { transferId }, () => undefined);
-    }, 15 * (received - acked));
+    });
   });
   const started = Date.now();
   const slowTransfer = sendFiles(alice.client, { paths: [path.join(src, 'slow.bin')], to: [alice.client.findPeer('slow-receiver')] });

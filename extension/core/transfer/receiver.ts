@@ -11,7 +11,7 @@ import { SftError, toSftError, type ErrorCode } from '../errors';
 import { openOffer, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
 import { openChunk } from '../crypto/stream';
 import { checkReceivedPath, checkReceivedPaths, resolveInside, temporaryNameFor } from '../names';
-import { offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
+import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
 import type { TrustVerdict } from '../trust';
@@ -89,6 +89,10 @@ export interface InboxOptions {
 export class Inbox extends EventEmitter<InboxEvents> {
   /** Transfer ids already seen, with when, so a replayed offer is refused (within the skew window). */
   private readonly seen = new Map<string, number>();
+  /** Transfers interrupted by a dropped connection, waiting for their sender to offer them again. */
+  private readonly suspended = new Map<string, Suspension>();
+  /** Recently completed transfers, so a late resume offer learns they are done (bounded). */
+  private readonly completed = new Map<string, { signature: string; chunkCount: number }>();
   private readonly onOffer = (message: OfferMessage) => this.handle(message);
 
   constructor(
@@ -105,6 +109,18 @@ export class Inbox extends EventEmitter<InboxEvents> {
 
   private handle(message: OfferMessage): void {
     const from = message.sender.peerId;
+    // The same signed offer again, after a dropped connection: continue the suspended transfer.
+    const suspended = this.suspended.get(message.transferId);
+    if (suspended && message.resume && message.signature === suspended.signature) return suspended.resume();
+    // Finished here, but the sender missed the news (the connection dropped at the very end).
+    const completed = this.completed.get(message.transferId);
+    if (completed && message.resume && message.signature === completed.signature) {
+      this.client
+        .answer(message.transferId, true, completed.chunkCount)
+        .then(() => this.client.done(message.transferId))
+        .catch(() => undefined);
+      return;
+    }
     try {
       const opened = this.check(message);
       this.emit('offer', this.incoming(message, opened));
@@ -149,7 +165,12 @@ export class Inbox extends EventEmitter<InboxEvents> {
       recipientCount: message.stanzas.length,
       accept: (options) => {
         answerOnce();
-        return receive(client, message.transferId, opened, options);
+        const resumable = message.stanzas.length === 1 ? { signature: message.signature, suspended: this.suspended } : undefined;
+        return receive(client, message.transferId, opened, options, resumable).then((result) => {
+          this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount });
+          if (this.completed.size > 1000) this.completed.delete(this.completed.keys().next().value!);
+          return result;
+        });
       },
       decline: () => {
         answerOnce();
@@ -168,7 +189,18 @@ interface PlannedFile {
   readonly tempPath: string;
 }
 
-async function receive(client: RelayClient, transferId: string, opened: OpenedOffer, options: AcceptOptions): Promise<ReceiveResult> {
+interface Suspension {
+  readonly signature: string;
+  resume(): void;
+}
+
+async function receive(
+  client: RelayClient,
+  transferId: string,
+  opened: OpenedOffer,
+  options: AcceptOptions,
+  resumable?: { signature: string; suspended: Map<string, Suspension> },
+): Promise<ReceiveResult> {
   const started = performance.now();
   const { layout, keys, header } = opened;
   const output = new PayloadOutput(transferId, options.onConflict ?? 'rename');
@@ -203,6 +235,8 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
     const onAbort = () => fail(new SftError('CANCELLED', 'You cancelled the transfer.'), true);
     const cleanup = () => {
       clearTimeout(stallTimer);
+      clearTimeout(graceTimer);
+      resumable?.suspended.delete(transferId);
       unregister();
       options.signal?.removeEventListener('abort', onAbort);
     };
@@ -227,13 +261,41 @@ async function receive(client: RelayClient, transferId: string, opened: OpenedOf
       }
     };
 
+    /**
+     * A dropped connection (ours, the sender's or the relay's) suspends the transfer: the partial
+     * files stay, and when the sender offers the same transfer again within the relay's grace
+     * period, the answer tells it how many chunks are already verified and written.
+     */
+    let graceTimer: NodeJS.Timeout | undefined;
+    const suspend = (why: SftError) => {
+      if (finished) return;
+      if (!resumable) return fail(why, false);
+      if (resumable.suspended.has(transferId)) return;
+      clearTimeout(stallTimer);
+      const graceMs = (client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000; // The relay's grace, and a little for the journey.
+      graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
+      resumable.suspended.set(transferId, {
+        signature: resumable.signature,
+        resume: () => {
+          clearTimeout(graceTimer);
+          resumable.suspended.delete(transferId);
+          // Chunks already queued are written first, so the resume point is exact.
+          queue = queue.then(() => {
+            if (finished) return;
+            armStall(options.firstChunkTimeoutMs ?? 660_000);
+            return client.answer(transferId, true, expected);
+          }).catch((error: unknown) => fail(toSftError(error), false));
+        },
+      });
+    };
+
     const unregister = client.register(transferId, {
       chunk: (index, data) => {
         armStall();
         queue = queue.then(() => handleChunk(index, data)).catch((error: unknown) => fail(toSftError(error), true));
       },
-      cancel: (code: ErrorCode, message: string) => fail(new SftError(code, message), false),
-      disconnected: () => fail(new SftError('PEER_GONE', 'The connection to the relay dropped.'), false),
+      cancel: (code: ErrorCode, message: string) => (RESUMABLE_CODES.includes(code) ? suspend(new SftError(code, message)) : fail(new SftError(code, message), false)),
+      disconnected: () => suspend(new SftError('PEER_GONE', 'The connection to the relay dropped.')),
     });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return onAbort();

@@ -6,7 +6,7 @@
 import { SftError, toSftError, type ErrorCode } from '../errors';
 import { newTransferId, sealOffer } from '../crypto/envelope';
 import { DEFAULT_CHUNK_SIZE, plainChunkLength, sealChunk } from '../crypto/stream';
-import { offerToWire, peerIdentity, type PeerInfo } from '../protocol';
+import { RESUMABLE_CODES, offerToWire, peerIdentity, type PeerInfo } from '../protocol';
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
 import { PayloadReader, collectSources, type Sources } from './sources';
@@ -41,6 +41,9 @@ export interface SendResult {
 
 type Leg = { state: 'offered' | 'accepted' | 'declined' | 'done' | 'failed'; acked: number; code?: ErrorCode; message?: string };
 
+/** Thrown inside sendFiles when a connection drops mid-transfer; caught there to resume. */
+const INTERRUPTED = new SftError('PEER_GONE', 'The connection dropped; resuming.');
+
 export async function sendFiles(client: RelayClient, options: SendOptions): Promise<SendResult> {
   if (options.to.length === 0) throw new SftError('BAD_MESSAGE', 'Choose at least one recipient.');
   const started = performance.now();
@@ -57,6 +60,11 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   });
 
   const legs = new Map<string, Leg>(options.to.map((p) => [p.peerId, { state: 'offered', acked: 0 }]));
+  // One recipient's transfer survives a dropped connection: both ends wait for the relay, the sender
+  // offers again and continues from the last chunk the recipient verified. (With several
+  // recipients the legs would drift apart; those transfers fail on a drop, as before.)
+  const resumable = options.to.length === 1;
+  let interrupted = false;
   const meter = new ProgressMeter(transferId, sources.totalBytes, options.onProgress);
   // Wakes the streaming loop whenever an answer, acknowledgement or outcome arrives.
   let wake: () => void = () => undefined;
@@ -68,7 +76,11 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   const unregister = client.register(transferId, {
     answer: (m) => {
       const leg = legs.get(m.from);
-      if (leg?.state === 'offered') leg.state = m.accept ? 'accepted' : 'declined';
+      if (leg?.state === 'offered') {
+        leg.state = m.accept ? 'accepted' : 'declined';
+        // On a resume, the recipient already holds this many verified chunks.
+        if (m.accept && m.resumeFrom !== undefined) leg.acked = Math.min(m.resumeFrom, layout.chunkCount);
+      }
       changed();
     },
     ack: (m) => {
@@ -84,6 +96,11 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
       changed();
     },
     cancel: (code, message, from) => {
+      // A dropped connection on either side: the transfer is resumed, not failed (see below).
+      if (RESUMABLE_CODES.includes(code) && resumable) {
+        interrupted = true;
+        return changed();
+      }
       if (from && legs.has(from) && from !== client.identity.peerId) {
         const leg = legs.get(from)!;
         if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'failed', code, message });
@@ -94,7 +111,8 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
       changed();
     },
     disconnected: () => {
-      fatal = new SftError('PEER_GONE', 'The connection to the relay dropped.');
+      if (resumable) interrupted = true;
+      else fatal = new SftError('PEER_GONE', 'The connection to the relay dropped.');
       changed();
     },
   });
@@ -110,6 +128,7 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   const until = async (ready: () => boolean, timeoutMs: number, what: string) => {
     while (!ready()) {
       if (fatal) throw fatal;
+      if (interrupted) throw INTERRUPTED;
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new SftError('TIMEOUT', what)), timeoutMs);
         wake = () => {
@@ -121,23 +140,57 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
     if (fatal) throw fatal;
   };
 
+  /** After a drop: wait to be joined again, then offer the same transfer again, within the grace. */
+  const offerAgain = async () => {
+    const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
+    const deadline = Date.now() + graceMs;
+    for (;;) {
+      interrupted = false;
+      if (!(await client.whenConnected(Math.max(0, deadline - Date.now())))) break;
+      for (const leg of live()) Object.assign(leg, { state: 'offered', acked: 0 });
+      try {
+        await client.offer({ ...offerToWire(offer), resume: true });
+        return;
+      } catch (error) {
+        // The recipient may not be back yet; anything else ends the transfer.
+        const e = toSftError(error);
+        if (e.code !== 'PEER_OFFLINE' && e.code !== 'PEER_GONE') throw e;
+      }
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new SftError('EXPIRED', 'The connection did not come back in time to resume the transfer.');
+  };
+
   const reader = new PayloadReader(sources.files);
   let offered = false;
   try {
     if (options.signal?.aborted) throw new SftError('CANCELLED', 'The transfer was cancelled.');
-    await client.offer(offerToWire(offer));
+    const wire = offerToWire(offer);
+    await client.offer(wire);
     offered = true;
     options.onOffered?.(transferId, sources);
-    await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.');
     const stall = options.stallTimeoutMs ?? 120_000;
-    for (let index = 0; index < layout.chunkCount && accepted().length > 0; index++) {
-      const plaintext = await reader.read(plainChunkLength(layout, index));
-      await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
-      if (accepted().length === 0) break;
-      client.sendChunk(transferId, index, sealChunk(keys.payloadKey, layout, index, plaintext));
+    for (;;) {
+      try {
+        await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.');
+        const start = Math.min(layout.chunkCount, ...accepted().map((l) => l.acked));
+        if (start > 0) await reader.seek(start * chunkSize);
+        for (let index = start; index < layout.chunkCount && accepted().length > 0; index++) {
+          const plaintext = await reader.read(plainChunkLength(layout, index));
+          await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
+          if (accepted().length === 0) break;
+          if (interrupted) throw INTERRUPTED;
+          client.sendChunk(transferId, index, sealChunk(keys.payloadKey, layout, index, plaintext));
+        }
+        if (accepted().length > 0) await reader.end();
+        await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
+        break;
+      } catch (error) {
+        if (error !== INTERRUPTED) throw error;
+        await offerAgain();
+      }
     }
-    if (accepted().length > 0) await reader.end();
-    await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
   } catch (error) {
     const e = toSftError(error);
     if (e.code !== 'CANCELLED' && e.code !== 'PEER_GONE') client.cancel(transferId, e.code, e.message);

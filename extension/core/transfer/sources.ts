@@ -102,6 +102,23 @@ export class PayloadReader {
     return filled === length ? out : out.subarray(0, filled);
   }
 
+  /** Moves to `offset` bytes into the payload (to resume where the recipient's verified data ends). */
+  async seek(offset: number): Promise<void> {
+    await this.close();
+    this.index = -1;
+    let before = 0;
+    for (const [i, file] of this.files.entries()) {
+      if (offset < before + file.size || (offset === before + file.size && i === this.files.length - 1)) {
+        this.index = i - 1;
+        await this.openNext();
+        this.position = offset - before;
+        return;
+      }
+      before += file.size;
+    }
+    this.index = this.files.length - 1; // Past the end: nothing left to read.
+  }
+
   /** Checks the last file (and any empty ones after it) once the payload has been read. */
   async end(): Promise<void> {
     await this.finishCurrent();
