@@ -109,6 +109,8 @@ interface TransferState {
   readonly startedAt: number;
   /** Whether chunks have started to flow (the first chunk sets where they start, on a resume). */
   streaming: boolean;
+  /** Offered again after a drop: only then may recipients answer with a resume point. */
+  readonly resumed: boolean;
   nextIndex: number;
   cipherBytes: number;
 }
@@ -155,7 +157,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
   const audit: AuditSink =
-    typeof options.auditLog === 'string' ? fileAudit(options.auditLog, { maxBytes: options.auditMaxBytes, keep: options.auditKeep }) : (options.auditLog ?? nullAudit);
+    typeof options.auditLog === 'string' ? fileAudit(options.auditLog, {
+          maxBytes: options.auditMaxBytes,
+          keep: options.auditKeep,
+          // The trail fails open: a full disk stops the audit, not the relay, and says so loudly.
+          onError: (error) => log.error({ err: error }, 'the audit log could not be written; audit lines are being dropped'),
+        }) : (options.auditLog ?? nullAudit);
   const hourly = options.maxBytesPerClientPerHour ?? null;
   const byteBudgets = hourly === null ? undefined : new KeyedRateLimiter(hourly / 3600, hourly);
   const transfers = new Map<string, TransferState>();
@@ -249,6 +256,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     socket.data.nonce = nonce;
     const control = new TokenBucket(controlRate.perSecond, controlRate.burst);
     let violations = 0;
+    let joining = false; // Set at the first hello, so a second one cannot join this socket twice.
     const helloTimer = setTimeout(() => {
       if (!socket.data.peer) socket.disconnect(true);
     }, options.helloTimeoutMs ?? 10_000);
@@ -305,7 +313,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'hello',
       guard('hello', true, async (raw: unknown, reply: Reply<{ peers: PeerInfo[] }>) => {
         if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'hello needs an acknowledgement callback.');
-        if (socket.data.peer) throw new SftError('BAD_MESSAGE', 'Already joined.');
+        if (socket.data.peer || joining) throw new SftError('BAD_MESSAGE', 'Already joined.');
+        joining = true;
         const hello = parse(HelloSchema, raw, 'hello');
         const { proof, ...peer } = hello;
         if (!checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, Buffer.from(proof, 'base64url'))) {
@@ -330,9 +339,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
         }
         if (!socket.connected) return;
         socket.data.peer = peer;
-        const peers = (await io.in(JOINED).fetchSockets()).flatMap((s) => (s.data.peer && s.data.peer.peerId !== peer.peerId ? [s.data.peer] : []));
+        // Join the room first, then announce, then list: of two peers joining at once, each
+        // either finds the other in its list or hears the other's announcement (or both).
         socket.join([roomOf(peer.peerId), JOINED]);
         socket.to(JOINED).emit('peer.joined', peer);
+        const peers = (await io.in(JOINED).fetchSockets()).flatMap((s) => (s.data.peer && s.data.peer.peerId !== peer.peerId ? [s.data.peer] : []));
         audit.write({ event: 'join', peer: peer.peerId, address: clientAddress(socket) });
         log.info({ peer: peer.peerId }, 'peer joined');
         reply({ ok: true, peers });
@@ -365,10 +376,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (maxFileSize !== null && layout.plainBytes > maxFileSize) {
           throw new SftError('FILE_TOO_LARGE', `This relay accepts transfers of at most ${maxFileSize} bytes.`);
         }
-        let mine = 0;
-        for (const t of transfers.values()) if (t.from === me.peerId) mine += 1;
-        if (mine >= maxTransfersPerClient) throw new SftError('TOO_MANY_TRANSFERS', `At most ${maxTransfersPerClient} transfers may run at once per client.`);
-        if (options.maxTransfers != null && transfers.size >= options.maxTransfers) throw new SftError('RELAY_BUSY', 'The relay is at its limit of running transfers; try again shortly.');
+        checkTransferLimits(me.peerId);
         const rooms = to.map(roomOf);
         const online = new Map((await io.in(rooms).fetchSockets()).flatMap((s) => (s.data.peer ? [[s.data.peer.peerId, s.data.team] as const] : [])));
         const offline = to.filter((id) => !online.has(id));
@@ -377,9 +385,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('RECIPIENT_NOT_ALLOWED', 'This relay only allows transfers within your team.');
         }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        // Checked again after the await above: offers sent at once must not all slip under the limits.
+        checkTransferLimits(me.peerId);
         // Charged when offered, against the full ciphertext: a declined offer still used the budget,
         // which keeps offers from being a free way to probe it.
-        if (byteBudgets && !byteBudgets.take(me.peerId, offer.cipherBytes)) {
+        if (byteBudgets && !previous && !byteBudgets.take(me.peerId, offer.cipherBytes)) {
           throw new SftError('QUOTA_EXCEEDED', `This relay allows ${hourly} bytes per client per hour; that budget is used up for now.`);
         }
         transfers.set(offer.transferId, {
@@ -389,6 +399,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           recipients: new Map(to.map((id) => [id, { state: 'offered', acked: 0 }])),
           startedAt: Date.now(),
           streaming: false,
+          resumed: offer.resume === true,
           nextIndex: 0,
           cipherBytes: 0,
         });
@@ -405,7 +416,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const answer = parse(AnswerSchema, raw, 'answer');
         const { transfer, recipient } = asRecipient(answer.transferId);
         if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
-        if (answer.resumeFrom !== undefined && (!answer.accept || answer.resumeFrom > transfer.layout.chunkCount)) {
+        if (answer.resumeFrom !== undefined && (!transfer.resumed || !answer.accept || answer.resumeFrom > transfer.layout.chunkCount)) {
           throw new SftError('BAD_MESSAGE', 'A resume point must lie within the transfer.');
         }
         recipient.state = answer.accept ? 'accepted' : 'declined';
@@ -453,7 +464,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const ack = parse(AckSchema, raw, 'ack');
         if (!transfers.has(ack.transferId) && ended.has(ack.transferId)) return;
         const { transfer, recipient } = asRecipient(ack.transferId);
-        if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 < recipient.acked) {
+        // Strictly increasing: a repeated acknowledgement carries no news and is not forwarded.
+        if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 <= recipient.acked) {
           throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
         }
         recipient.acked = ack.index + 1;
@@ -546,6 +558,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
   }
 
   /** Forgets a transfer once no leg is live; the sender learns the outcome of each leg as it ends. */
+  function checkTransferLimits(peerId: string): void {
+    let mine = 0;
+    for (const t of transfers.values()) if (t.from === peerId) mine += 1;
+    if (mine >= maxTransfersPerClient) throw new SftError('TOO_MANY_TRANSFERS', `At most ${maxTransfersPerClient} transfers may run at once per client.`);
+    if (options.maxTransfers != null && transfers.size >= options.maxTransfers) throw new SftError('RELAY_BUSY', 'The relay is at its limit of running transfers; try again shortly.');
+  }
+
   function settle(transfer: TransferState): void {
     const live = [...transfer.recipients.values()].some((r) => r.state === 'offered' || r.state === 'accepted');
     if (live) return;

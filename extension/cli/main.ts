@@ -37,7 +37,7 @@ interface CommonOptions {
 
 async function resolveToken(options: CommonOptions): Promise<string | undefined> {
   if (options.tokenFile) return (await fs.readFile(options.tokenFile, 'utf8')).trim();
-  if (options.token && !process.env.SFT_TOKEN) {
+  if (options.token && process.argv.some((a) => a === '--token' || a.startsWith('--token='))) {
     // The process list shows argv to every local user; environment and files are private.
     process.stderr.write('warning: --token is visible in the process list; prefer SFT_TOKEN or --token-file.\n');
   }
@@ -63,7 +63,7 @@ async function connect(options: CommonOptions) {
   // Reconnect after a drop: a running transfer then resumes where it stopped (sender.ts, receiver.ts).
   const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: true, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
   openClients.add(client);
-  client.on('notice', (n) => process.stderr.write(`relay: ${n.message} (${n.code})\n`));
+  client.on('notice', (n) => process.stderr.write(`relay: ${escapeForDisplay(n.message)} (${n.code})\n`));
   await client.connect();
   // Trust on first use: remember every peer we meet, so a later key change is noticed.
   const remember = async () => {
@@ -178,7 +178,7 @@ function program(): Command {
           process.stderr.write(`${name} declined.\n`);
           exit = Math.max(exit, EXIT_CODES.declined);
         } else {
-          process.stderr.write(`Not delivered to ${name}: ${r.message} (${r.code})\n`);
+          process.stderr.write(`Not delivered to ${name}: ${escapeForDisplay(r.message)} (${r.code})\n`);
           exit = Math.max(exit, exitCodeFor(r.code));
         }
       }
@@ -253,7 +253,7 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
   } catch (error) {
     progress.end();
     const e = toSftError(error);
-    process.stderr.write(`Transfer failed: ${e.message} (${e.code}). Nothing partial was kept.\n`);
+    process.stderr.write(`Transfer failed: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.\n`);
     return exitCodeFor(e.code);
   }
 }

@@ -284,6 +284,13 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
         this.setState('disconnected');
       } else if (refusal) {
         this.emit('notice', refusal.toJSON());
+        // After a refusal Socket.IO stops retrying. Busy or restarting relays are worth another
+        // try (with jitter, so a crowd does not return at once); other refusals are final.
+        if (this.options.reconnect !== false && (refusal.code === 'JOIN_RATE_LIMITED' || refusal.code === 'SHUTTING_DOWN')) {
+          setTimeout(() => this.socket.connect(), 1000 + Math.random() * 4000).unref?.();
+        } else {
+          this.setState('disconnected');
+        }
       } else if (this.firstJoin) {
         // The first attempt failed on the network: tell the caller now; with reconnect on, the
         // client keeps trying in the background and joins when the relay comes back.
@@ -369,7 +376,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
       this.failJoin(error as SftError);
       return;
     }
-    this.peerMap.clear();
+    // Merged, not replaced: announcements may arrive before this reply (the map was cleared when
+    // the previous connection dropped).
     for (const peer of peers) {
       if (peer.peerId === identity.peerId) continue;
       try {

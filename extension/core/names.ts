@@ -108,6 +108,10 @@ export function checkReceivedPath(receivedPath: string): string[] {
       if (rule.breaks(component)) refuse(receivedPath, rule.why);
     }
   }
+  // Received into a repository's root, a top-level ".git" would plant hooks that run on the next
+  // git command (git refuses such paths too; "git~1" is its 8.3 short name on Windows). Deeper
+  // down, ".git" is a nested repository that was sent on purpose, and is allowed.
+  if (['.git', 'git~1'].includes(collisionKey(components[0]!))) refuse(receivedPath, 'would land in a git repository\'s own folder (.git)');
   return components;
 }
 
@@ -145,7 +149,7 @@ export function checkReceivedPaths(paths: readonly string[]): string[][] {
  * toLowerCase alone ("ß" and "ss", "ı" and "i" meet). It folds more than any real file system does;
  * a false match only costs a refused transfer, a missed one could let one file overwrite another.
  */
-function collisionKey(component: string): string {
+export function collisionKey(component: string): string {
   return component.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC');
 }
 

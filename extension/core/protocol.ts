@@ -31,7 +31,8 @@ const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const displayName = z.string().trim().min(1).max(MAX_NAME_LENGTH);
 const errorCode = z.enum(ErrorCodes);
-const humanMessage = z.string().max(500);
+/** Sentences travel between peers; no control or direction characters may ride along into a terminal. */
+const humanMessage = z.string().max(500).regex(/^[^\p{Cc}\p{Bidi_Control}]*$/u);
 
 export const PeerInfoSchema = z.object({
   peerId,

@@ -5,6 +5,8 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { collisionKey } from './names';
+import { SftError } from './errors';
 
 export interface TrustRecord {
   readonly name: string;
@@ -35,7 +37,9 @@ export class TrustBook {
    */
   verdict(peerId: string, name: string): TrustVerdict {
     if (this.isVerified(peerId)) return 'verified';
-    const other = Object.entries(this.state.peers).find(([id, r]) => id !== peerId && r.name === name && r.verifiedAt !== undefined);
+    // Names compare as file names do: "ALICE" and "Alice" are one name to a person reading them.
+    const key = collisionKey(name);
+    const other = Object.entries(this.state.peers).find(([id, r]) => id !== peerId && collisionKey(r.name) === key && r.verifiedAt !== undefined);
     if (other) return 'changed';
     return this.state.peers[peerId] ? 'seen' : 'new';
   }
@@ -55,17 +59,28 @@ export class TrustBook {
 
 /** The command-line client's trust book: a JSON file beside the identity. Not secret, but private. */
 export async function loadTrustFile(file: string): Promise<TrustBook> {
+  let text: string;
   try {
-    const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as TrustState;
-    return new TrustBook(parsed && typeof parsed.peers === 'object' ? parsed : { peers: {} });
-  } catch {
-    return new TrustBook();
+    text = await fs.readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new TrustBook();
+    throw new SftError('IO', `Could not read ${file}.`, error);
   }
+  // A damaged book must not silently become an empty one: that would forget every verification.
+  const parsed = (() => {
+    try {
+      return JSON.parse(text) as TrustState;
+    } catch {
+      return undefined;
+    }
+  })();
+  if (!parsed || typeof parsed.peers !== 'object' || parsed.peers === null) throw new SftError('IO', `${file} is damaged; fix or remove it.`);
+  return new TrustBook(parsed);
 }
 
 export async function saveTrustFile(file: string, book: TrustBook): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.${process.pid}.tmp`;
+  const temp = `${file}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.tmp`;
   await fs.writeFile(temp, JSON.stringify(book.snapshot, null, 2) + '\n', { mode: 0o600 });
   await fs.rename(temp, file);
 }

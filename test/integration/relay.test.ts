@@ -399,3 +399,27 @@ test('flow control: a slow receiver slows its sender, the relay never runs more 
   assert.ok(otherDoneWhileSlowRan, 'the other transfer finished while the slow one was still running');
   slow.close();
 });
+
+test('offers sent all at once cannot slip past the concurrent-transfer limit', async () => {
+  const h = await relay({ maxTransfersPerClient: 2 });
+  const bob = await h.peer('bob');
+  const mallory = Identity.generate();
+  const conn = await rawConnect(h.url);
+  assert.equal((await rawJoin(conn, mallory, 'mallory')).ok, true);
+  await h.until(() => bob.client.peers.size === 1);
+  const offers = Array.from({ length: 20 }, () =>
+    offerToWire(
+      sealOffer({
+        sender: mallory,
+        recipients: [bob.identity.publicIdentity],
+        transferId: newTransferId(),
+        createdAt: Date.now(),
+        header: { v: 1, entries: [{ path: 'a.bin', type: 'file', size: 10 }], chunkSize: 64, plainBytes: 10 },
+      }).offer,
+    ),
+  );
+  const replies = (await Promise.all(offers.map((o) => conn.socket.timeout(5000).emitWithAck('offer', o)))) as Result[];
+  assert.equal(replies.filter((r) => r.ok).length, 2);
+  assert.ok(replies.every((r) => r.ok || r.error.code === 'TOO_MANY_TRANSFERS'));
+  conn.close();
+});

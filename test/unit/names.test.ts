@@ -30,6 +30,8 @@ function assertUnsafe(fn: () => unknown, label: string): SftError {
 }
 
 const ACCEPTED: readonly string[] = [
+  'project/.git/config', // A nested repository, sent on purpose, lands in its own folder.
+  '.gitignore',
   'a.txt',
   'dir/sub/file.bin',
   '日本語/ファイル.txt',
@@ -71,6 +73,9 @@ const REJECTED: readonly (readonly [string, unknown, string])[] = [
   ['dot-dot prefix', '../x', 'climbs out'],
   ['dot-dot inside', 'a/../../b', 'climbs out'],
   ['dot-dot last', 'a/..', 'climbs out'],
+  ['a top-level .git (hooks would run)', '.git/hooks/post-checkout', '.git'],
+  ['a top-level .GIT in another case', '.GIT/config', '.git'],
+  ['the Windows short name of .git', 'GIT~1/hooks/pre-commit', '.git'],
   ['drive letter', 'C:', 'drive letter'],
   ['drive-relative', 'c:foo', 'drive letter'],
   ['drive absolute', 'D:\\Windows\\x', 'drive letter'],

@@ -226,7 +226,9 @@ async function receive(
       finished = true;
       cleanup();
       if (tellRelay) client.cancel(transferId, error.code, error.message);
-      output.abort().finally(() => reject(error));
+      // Cleaned up after any write already under way, so nothing is created after the clean-up.
+      const cleanUp = () => output.abort();
+      queue = queue.then(cleanUp, cleanUp).finally(() => reject(error));
     };
     const armStall = (ms = stallMs) => {
       clearTimeout(stallTimer);
@@ -252,10 +254,19 @@ async function receive(
       client.ack(transferId, index);
       meter.update(Math.min(expected * layout.chunkSize, header.plainBytes));
       if (expected === layout.chunkCount) {
-        const files = await output.commit();
-        if (finished) return;
+        // Every chunk verified: from here the outcome is decided here, and a late cancel or
+        // timeout cannot interrupt the renames halfway.
         finished = true;
         cleanup();
+        let files: ReceivedFile[];
+        try {
+          files = await output.commit();
+        } catch (error) {
+          const e = toSftError(error);
+          await output.abort();
+          client.cancel(transferId, e.code, e.message);
+          return reject(e);
+        }
         client.done(transferId).catch(() => undefined); // The files are in place; the sender may just miss the news.
         resolve({ transferId, files, plainBytes: header.plainBytes, durationMs: performance.now() - started });
       }
@@ -311,6 +322,7 @@ class PayloadOutput {
   private current = -1;
   private handle: fs.FileHandle | undefined;
   private written = 0;
+  private aborted = false;
 
   constructor(
     private readonly transferId: string,
@@ -372,7 +384,8 @@ class PayloadOutput {
   }
 
   private async resolveConflict(finalPath: string): Promise<string> {
-    if (!(await exists(finalPath)) || this.policy === 'overwrite') return finalPath;
+    const planned = this.files.some((f) => f.finalPath === finalPath);
+    if ((!(await exists(finalPath)) && !planned) || (this.policy === 'overwrite' && !planned)) return finalPath;
     if (this.policy === 'fail') throw new SftError('FILE_EXISTS', `${path.basename(finalPath)} already exists.`);
     const ext = path.extname(finalPath);
     const stem = finalPath.slice(0, finalPath.length - ext.length);
@@ -407,6 +420,7 @@ class PayloadOutput {
   }
 
   private async advance(): Promise<void> {
+    if (this.aborted) throw new SftError('CANCELLED', 'The transfer was stopped.');
     await this.closeCurrent();
     this.current += 1;
     this.written = 0;
@@ -431,7 +445,8 @@ class PayloadOutput {
     const saved: ReceivedFile[] = [];
     try {
       for (const file of this.files) {
-        await fs.chmod(file.tempPath, file.mode !== undefined && file.mode & 0o111 ? 0o755 : 0o644);
+        // Only the executable bit travels; the receiver's umask decides the rest.
+        await fs.chmod(file.tempPath, (file.mode !== undefined && file.mode & 0o111 ? 0o777 : 0o666) & ~process.umask());
         if (file.mtimeMs !== undefined) await fs.utimes(file.tempPath, new Date(), new Date(file.mtimeMs));
         file.finalPath = await this.moveIntoPlace(file);
         saved.push({ receivedPath: file.receivedPath, savedAs: file.finalPath, size: file.size });
@@ -475,6 +490,7 @@ class PayloadOutput {
 
   /** Removes every temporary file and every folder this transfer created (if still empty). */
   async abort(): Promise<void> {
+    this.aborted = true;
     await this.handle?.close().catch(() => undefined);
     this.handle = undefined;
     await Promise.all(this.files.map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));

@@ -181,9 +181,11 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
           await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
           if (accepted().length === 0) break;
           if (interrupted) throw INTERRUPTED;
+          // The last file is checked for changes before the final chunk leaves: once the receiver
+          // has it, the transfer is complete there.
+          if (index === layout.chunkCount - 1) await reader.end();
           client.sendChunk(transferId, index, sealChunk(keys.payloadKey, layout, index, plaintext));
         }
-        if (accepted().length > 0) await reader.end();
         await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
         break;
       } catch (error) {
@@ -193,7 +195,9 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
     }
   } catch (error) {
     const e = toSftError(error);
-    if (e.code !== 'CANCELLED' && e.code !== 'PEER_GONE') client.cancel(transferId, e.code, e.message);
+    // Always tell the relay once the offer is out (even after our own cancel, which may have
+    // reached it before the offer did), so it never keeps a transfer nobody will finish.
+    if (offered) client.cancel(transferId, e.code, e.message);
     for (const leg of live()) Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
     // Before the offer is out there is no transfer to report on; after, each leg has an outcome.
     if (!offered) throw e;
