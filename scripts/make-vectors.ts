@@ -116,6 +116,7 @@ function identityFile() {
   ];
   const challenge = seed('join challenge');
   const relayId = 'relay.example.test';
+  const origin = 'relay.example.test:7474';
   return {
     description:
       'Identities from fixed raw private keys (Ed25519 seed, X25519 scalar; both SHA-256 of fixed labels): public keys, peer id (base32 of 128 bits of SHA-256 over both keys), fingerprint, secret form, the safety number of each pair (the same in both orders), and a join proof (Ed25519 is deterministic).',
@@ -126,7 +127,7 @@ function identityFile() {
       if (forward !== safetyNumber(b.identity, a.identity)) throw new Error('safetyNumber is not symmetric');
       return { a: a.name, b: b.name, safetyNumber: forward };
     }),
-    joinProofs: all.map((n) => ({ identity: n.name, challenge: hex(challenge), relayId, proof: hex(proveJoin(n.identity, challenge, relayId)) })),
+    joinProofs: all.map((n) => ({ identity: n.name, challenge: hex(challenge), relayId, origin, proof: hex(proveJoin(n.identity, challenge, relayId, origin)) })),
   };
 }
 

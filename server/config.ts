@@ -17,6 +17,11 @@ const seconds = z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? 
 export const RelayConfigSchema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
+    /** Comma-separated URLs clients use to reach the relay (join proofs are bound to them). */
+    publicUrl: z
+      .string()
+      .refine((v) => v.split(',').every((u) => URL.canParse(u.trim())), 'expected URLs such as https://relay.example.com')
+      .optional(),
     port: wholeNumber.pipe(z.number().max(65535)).default(7474),
     /** Inline tokens: comma-separated in the environment; prefer tokenFile in files. */
     token: z.string().optional(),

@@ -12,6 +12,7 @@ import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, rea
 
 const HELP: Record<string, string> = {
   host: 'address to listen on (0.0.0.0: every interface) [127.0.0.1]',
+  publicUrl: 'URL(s) clients use to reach the relay, comma-separated; join proofs are bound to them',
   port: 'TCP port; 0 picks a free one [7474]',
   token: 'team token(s), comma-separated; prefer SFT_RELAY_TOKEN or --token-file (argv is visible to other users)',
   tokenFile: 'file of team tokens: one per line, "token" or "team token"',
@@ -70,6 +71,7 @@ try {
     maxTransfers: config.maxTransfers ?? null,
     recipients: config.recipients,
     trustProxy: config.trustProxy,
+    ...(config.publicUrl ? { publicUrls: config.publicUrl.split(',').map((u) => u.trim()) } : {}),
     window: config.window,
     logger,
     ...(config.tlsCert && config.tlsKey ? { tls: { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } } : {}),

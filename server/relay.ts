@@ -34,7 +34,7 @@ import {
   type Reply,
 } from '../extension/core/protocol';
 import { SftError, toSftError, type ErrorCode } from '../extension/core/errors';
-import { checkJoinProof } from '../extension/core/crypto/envelope';
+import { checkJoinProof, originOf } from '../extension/core/crypto/envelope';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, layoutFromCipher, plainChunkLength, type PayloadLayout } from '../extension/core/crypto/stream';
 import { TAG_BYTES } from '../extension/core/crypto/primitives';
 import { KeyedRateLimiter, TokenBucket } from './rate-limit';
@@ -47,6 +47,12 @@ export type TeamToken = string | { readonly token: string; readonly team: string
 export interface RelayOptions {
   host?: string;
   port?: number;
+  /**
+   * The URLs clients use to reach this relay (behind a proxy, the proxy's). Join proofs are bound
+   * to the origin the client dialed; with this set, only these origins are accepted, which stops a
+   * rogue relay from relaying this relay's challenges. Without it, the Host header is compared.
+   */
+  publicUrls?: readonly string[];
   /** Team tokens; a client must present one of them. Empty or absent: anyone may join. */
   tokens?: readonly TeamToken[];
   /** Peer ids allowed to join; absent or null: any peer with a valid token. */
@@ -143,6 +149,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const log = options.logger ?? pino({ level: 'silent' });
   const relayId = options.relayId ?? `sft-relay-${crypto.randomBytes(6).toString('hex')}`;
   let tokens = hashTokens(options.tokens ?? []);
+  const publicOrigins = new Set((options.publicUrls ?? []).map(originOf));
   let allowList = options.allowList ?? null;
   let shuttingDown = false;
   const windowSize = options.window ?? 16;
@@ -316,8 +323,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (socket.data.peer || joining) throw new SftError('BAD_MESSAGE', 'Already joined.');
         joining = true;
         const hello = parse(HelloSchema, raw, 'hello');
-        const { proof, ...peer } = hello;
-        if (!checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, Buffer.from(proof, 'base64url'))) {
+        const { proof, origin, ...peer } = hello;
+        // The origin the client signed must be this relay: one of its configured public URLs, or
+        // (without any) the Host the connection arrived for.
+        const here = publicOrigins.size > 0 ? publicOrigins.has(origin.toLowerCase()) : origin.toLowerCase() === String(socket.handshake.headers.host ?? '').toLowerCase();
+        if (!here || !checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, origin, Buffer.from(proof, 'base64url'))) {
           audit.write({ event: 'refused', code: 'BAD_PROOF', address: clientAddress(socket), peer: peer.peerId });
           reply({ ok: false, error: errorMessage('BAD_PROOF', 'The relay could not verify that you hold the key for this peer id.') });
           socket.disconnect(true);

@@ -37,7 +37,7 @@ import {
   type Result,
   type TransferRef,
 } from './protocol';
-import { proveJoin } from './crypto/envelope';
+import { originOf, proveJoin } from './crypto/envelope';
 import { peerIdOf, type Identity } from './crypto/identity';
 
 export interface RelayClientOptions {
@@ -353,10 +353,11 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
       this.failJoin(new SftError('PROTOCOL_VERSION', `The relay speaks protocol ${challenge.v}; this client speaks ${PROTOCOL_VERSION}.`));
       return;
     }
-    const proof = proveJoin(identity, Buffer.from(challenge.nonce, 'base64url'), challenge.relayId);
+    const origin = originOf(this.options.url);
+    const proof = proveJoin(identity, Buffer.from(challenge.nonce, 'base64url'), challenge.relayId, origin);
     let result: Result<{ peers: PeerInfo[] }>;
     try {
-      result = (await this.socket.timeout(15_000).emitWithAck('hello', { ...peerInfo(identity, name), proof: proof.toString('base64url') })) as Result<{ peers: PeerInfo[] }>;
+      result = (await this.socket.timeout(15_000).emitWithAck('hello', { ...peerInfo(identity, name), origin, proof: proof.toString('base64url') })) as Result<{ peers: PeerInfo[] }>;
     } catch {
       this.failJoin(
         this.socket.connected

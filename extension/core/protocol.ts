@@ -55,7 +55,7 @@ export const ChallengeSchema = z.object({
 });
 export type ChallengeMessage = z.infer<typeof ChallengeSchema>;
 
-export const HelloSchema = PeerInfoSchema.extend({ proof: b64url(64) });
+export const HelloSchema = PeerInfoSchema.extend({ origin: z.string().min(1).max(300), proof: b64url(64) });
 export type HelloMessage = z.infer<typeof HelloSchema>;
 
 const StanzaSchema = z.object({ to: peerId, ephemeral: b64url(32), wrappedKey: b64url(48) });

@@ -13,7 +13,7 @@ import { rawConnect, rawJoin, waitFor } from '../helpers/raw';
 import { Identity } from '../../extension/core/crypto/identity';
 import { RelayClient } from '../../extension/core/client';
 import { sendFiles } from '../../extension/core/transfer/sender';
-import { newTransferId, proveJoin, sealOffer } from '../../extension/core/crypto/envelope';
+import { newTransferId, originOf, proveJoin, sealOffer } from '../../extension/core/crypto/envelope';
 import { Inbox } from '../../extension/core/transfer/receiver';
 import { MAX_MESSAGE_BYTES, offerToWire, peerIdentity, peerInfo, type Result } from '../../extension/core/protocol';
 import { startTapProxy } from '../../scripts/tap-proxy';
@@ -85,7 +85,7 @@ describe('admission', () => {
     const second = await rawConnect(h.url);
     // Proof made for the first connection's challenge, presented on the second.
     const stolen = await new Promise<Result>((resolve) => {
-      const proofForFirst = rawJoinPayload(victim, first.challenge.nonce, first.challenge.relayId);
+      const proofForFirst = rawJoinPayload(victim, first.challenge.nonce, first.challenge.relayId, originOf(h.url));
       second.socket.timeout(5000).emit('hello', proofForFirst, (_e: unknown, r: Result) => resolve(r));
     });
     assert.equal(!stolen.ok && stolen.error.code, 'BAD_PROOF');
@@ -101,6 +101,19 @@ describe('admission', () => {
     assert.equal(!result.ok && result.error.code, 'BAD_PROOF');
   });
 
+  test('a join proof is bound to the relay the client dialed: one made for another relay is refused', async () => {
+    const h = await relay({ publicUrls: ['https://relay.example.test'] });
+    const victim = Identity.generate();
+    // A rogue relay passed this relay's challenge to a victim who had dialed the rogue relay.
+    const forwarded = await rawConnect(h.url);
+    const stolen = await rawJoin(forwarded, victim, 'victim', { origin: 'rogue.example.test' });
+    assert.equal(!stolen.ok && stolen.error.code, 'BAD_PROOF');
+    // A client that dialed this relay's public URL gets in.
+    const honest = await rawConnect(h.url);
+    assert.equal((await rawJoin(honest, Identity.generate(), 'honest', { origin: 'relay.example.test' })).ok, true);
+    honest.close();
+  });
+
   test('a connection that never proves its identity is dropped', async () => {
     const h = await relay({ helloTimeoutMs: 300 });
     const conn = await rawConnect(h.url);
@@ -109,8 +122,8 @@ describe('admission', () => {
 });
 
 /** A hello built by hand, so the test controls which challenge is signed. */
-function rawJoinPayload(identity: Identity, nonce: string, relayId: string) {
-  return { ...peerInfo(identity, 'victim'), proof: proveJoin(identity, Buffer.from(nonce, 'base64url'), relayId).toString('base64url') };
+function rawJoinPayload(identity: Identity, nonce: string, relayId: string, origin: string) {
+  return { ...peerInfo(identity, 'victim'), origin, proof: proveJoin(identity, Buffer.from(nonce, 'base64url'), relayId, origin).toString('base64url') };
 }
 
 test('presence: peers see each other join and leave, live', async () => {

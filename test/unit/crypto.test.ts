@@ -205,7 +205,7 @@ test('vector identity.json', () => {
   const v = readVector<{
     identities: Array<{ name: string; signPrivate: string; agreePrivate: string; signPublic: string; agreePublic: string; peerId: string; fingerprint: string; secret: IdentitySecret }>;
     safetyNumbers: Array<{ a: string; b: string; safetyNumber: string }>;
-    joinProofs: Array<{ identity: string; challenge: string; relayId: string; proof: string }>;
+    joinProofs: Array<{ identity: string; challenge: string; relayId: string; origin: string; proof: string }>;
   }>('identity.json');
   const byName = new Map<string, Identity>();
   for (const e of v.identities) {
@@ -230,9 +230,10 @@ test('vector identity.json', () => {
   }
   for (const p of v.joinProofs) {
     const id = byName.get(p.identity)!;
-    assert.equal(proveJoin(id, h(p.challenge), p.relayId).toString('hex'), p.proof, p.identity);
-    assert.equal(checkJoinProof(id.publicIdentity, h(p.challenge), p.relayId, h(p.proof)), true);
-    assert.equal(checkJoinProof(id.publicIdentity, h(p.challenge), `${p.relayId}.other`, h(p.proof)), false);
+    assert.equal(proveJoin(id, h(p.challenge), p.relayId, p.origin).toString('hex'), p.proof, p.identity);
+    assert.equal(checkJoinProof(id.publicIdentity, h(p.challenge), p.relayId, p.origin, h(p.proof)), true);
+    assert.equal(checkJoinProof(id.publicIdentity, h(p.challenge), `${p.relayId}.other`, p.origin, h(p.proof)), false);
+    assert.equal(checkJoinProof(id.publicIdentity, h(p.challenge), p.relayId, 'rogue.example.test', h(p.proof)), false, 'bound to the origin');
   }
 });
 

@@ -239,14 +239,24 @@ export function sameKeys(a: PublicIdentity, b: PublicIdentity): boolean {
 
 // ---- The join proof: a client shows the relay it holds the private key behind its peer id. ----
 
-export function joinTranscript(challenge: Buffer, relayId: string, identity: PublicIdentity): Buffer {
-  return encodeParts([Labels.join, challenge, relayId, identity.peerId, identity.signPublicKey, identity.agreePublicKey]);
+/**
+ * `origin` is the host (and port) the client itself dialed. A relay that is not at that origin
+ * refuses the proof, so a rogue relay cannot pass another relay's challenge to a victim and join
+ * that relay with the victim's answer.
+ */
+export function joinTranscript(challenge: Buffer, relayId: string, origin: string, identity: PublicIdentity): Buffer {
+  return encodeParts([Labels.join, challenge, relayId, origin, identity.peerId, identity.signPublicKey, identity.agreePublicKey]);
 }
 
-export function proveJoin(identity: Identity, challenge: Buffer, relayId: string): Buffer {
-  return identity.sign(joinTranscript(challenge, relayId, identity));
+export function proveJoin(identity: Identity, challenge: Buffer, relayId: string, origin: string): Buffer {
+  return identity.sign(joinTranscript(challenge, relayId, origin, identity));
 }
 
-export function checkJoinProof(identity: PublicIdentity, challenge: Buffer, relayId: string, proof: Buffer): boolean {
-  return peerIdOf(identity.signPublicKey, identity.agreePublicKey) === identity.peerId && verify(identity.signPublicKey, joinTranscript(challenge, relayId, identity), proof);
+export function checkJoinProof(identity: PublicIdentity, challenge: Buffer, relayId: string, origin: string, proof: Buffer): boolean {
+  return peerIdOf(identity.signPublicKey, identity.agreePublicKey) === identity.peerId && verify(identity.signPublicKey, joinTranscript(challenge, relayId, origin, identity), proof);
+}
+
+/** The origin a client signs for a relay URL: its host and port, lower-case. */
+export function originOf(url: string): string {
+  return new URL(url).host.toLowerCase();
 }
