@@ -31,6 +31,7 @@ const HELP: Record<string, string> = {
   metricsPort: 'serve /metrics on this port instead of the main one',
   metricsHost: 'address for --metrics-port [127.0.0.1]',
   shutdownGrace: 'seconds running transfers get to finish on SIGTERM [30]',
+  resumeGrace: 'seconds an interrupted transfer may be resumed after a dropped connection [60]',
   logLevel: 'fatal | error | warn | info | debug | trace | silent [info]',
   trustProxy: 'true behind a reverse proxy: client addresses come from X-Forwarded-For [false]',
 };
@@ -71,6 +72,7 @@ try {
     maxTransfers: config.maxTransfers ?? null,
     recipients: config.recipients,
     trustProxy: config.trustProxy,
+    resumeGraceMs: Math.round(config.resumeGrace * 1000),
     ...(config.publicUrl ? { publicUrls: config.publicUrl.split(',').map((u) => u.trim()) } : {}),
     window: config.window,
     logger,

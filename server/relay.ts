@@ -178,8 +178,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
    * anyone, and those cut off by a dropped connection may be offered again, by the same sender,
    * within the grace period.
    */
-  const ended = new Map<string, { from: string; at: number; resumable: boolean }>();
+  const ended = new Map<string, { from: string; at: number; resumable: boolean; done: string[]; chunkCount: number }>();
   const resumeGraceMs = options.resumeGraceMs ?? 60_000;
+  if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
   /** Transfers being ended by a dropped connection: these may be resumed. */
   const interrupted = new Set<string>();
 
@@ -372,6 +373,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
         }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
         const previous = ended.get(offer.transferId);
+        if (previous && offer.resume && previous.from === me.peerId && previous.done.length === offer.stanzas.length) {
+          // Delivered, but the sender's connection dropped before it heard so: tell it now.
+          reply({ ok: true });
+          for (const to of previous.done) {
+            socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous.chunkCount, from: to });
+            socket.emit('done', { transferId: offer.transferId, from: to });
+          }
+          return;
+        }
         if (previous && (!offer.resume || previous.from !== me.peerId || !previous.resumable)) {
           throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
         }
@@ -409,7 +419,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           recipients: new Map(to.map((id) => [id, { state: 'offered', acked: 0 }])),
           startedAt: Date.now(),
           streaming: false,
-          resumed: offer.resume === true,
+          resumed: offer.resume !== undefined,
           nextIndex: 0,
           cipherBytes: 0,
         });
@@ -580,7 +590,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
     if (live) return;
     transfers.delete(transfer.id);
     ended.delete(transfer.id); // Re-inserted last, so the map stays in order of ending.
-    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable: interrupted.has(transfer.id) });
+    const done = [...transfer.recipients].filter(([, r]) => r.state === 'done').map(([id]) => id);
+    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable: interrupted.has(transfer.id), done, chunkCount: transfer.layout.chunkCount });
     interrupted.delete(transfer.id);
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }

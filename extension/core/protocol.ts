@@ -70,8 +70,11 @@ export const OfferSchema = z.object({
   stanzas: z.array(StanzaSchema).min(1).max(MAX_RECIPIENTS),
   header: z.string().max(Math.ceil((MAX_HEADER_BYTES * 4) / 3)).regex(/^[A-Za-z0-9_-]+$/),
   signature: b64url(64),
-  /** Set when a sender offers again, after a dropped connection, a transfer it had started. */
-  resume: z.boolean().optional(),
+  /**
+   * Set when a sender offers again, after a dropped connection, a transfer it had started: the
+   * resume attempt (1, 2, …), which selects the payload key for the chunks that follow.
+   */
+  resume: z.number().int().min(1).max(1_000_000).optional(),
 });
 export type OfferMessage = z.infer<typeof OfferSchema>;
 

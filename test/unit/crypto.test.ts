@@ -469,7 +469,8 @@ for (const count of [1, 3]) {
     for (const recipient of recipients) {
       const opened = openOffer(received, recipient);
       assert.deepEqual(opened.header, header);
-      assert.deepEqual(opened.keys, keys);
+      assert.deepEqual([opened.keys.headerKey, opened.keys.payloadKey, opened.keys.payloadKeyFor(3)], [keys.headerKey, keys.payloadKey, keys.payloadKeyFor(3)]);
+      assert.notDeepEqual(keys.payloadKeyFor(1), keys.payloadKey, 'each resume attempt has its own payload key');
       assert.deepEqual(opened.layout, layout);
       assert.deepEqual(Buffer.concat(chunks.map((c, i) => openChunk(opened.keys.payloadKey, opened.layout, i, c))), plaintext);
     }

@@ -10,6 +10,7 @@
  *     wrappedKey  = AES-256-GCM(wrapKey, nonce = 0, fileKey)
  *   headerKey     = HKDF(fileKey, salt = transferId, "sft/v1 header key")
  *   payloadKey    = HKDF(fileKey, salt = transferId, "sft/v1 payload key")
+ *                   (resume attempt r ≥ 1: info "sft/v1 payload key resume r")
  *   header        = AES-256-GCM(headerKey, nonce = 0, JSON(names, sizes, modes))
  *   signature     = Ed25519(S.sign, offer transcript)   — over every clear field and stanza
  *
@@ -79,6 +80,12 @@ export interface SealedOffer {
 export interface TransferKeys {
   readonly headerKey: Buffer;
   readonly payloadKey: Buffer;
+  /**
+   * The payload key for resume attempt `attempt` (0 is the first sending, `payloadKey`). Each
+   * attempt re-sends from the receiver's resume point under a fresh key, so a chunk index is never
+   * sealed twice under one key, even if the source changed in a way its size and time hide.
+   */
+  payloadKeyFor(attempt: number): Buffer;
 }
 
 export function newTransferId(): string {
@@ -87,7 +94,8 @@ export function newTransferId(): string {
 
 export function deriveTransferKeys(fileKey: Buffer, transferId: string): TransferKeys {
   const salt = Buffer.from(transferId, 'utf8');
-  return { headerKey: hkdf(fileKey, salt, Labels.headerKey), payloadKey: hkdf(fileKey, salt, Labels.payloadKey) };
+  const payloadKeyFor = (attempt: number) => hkdf(fileKey, salt, attempt === 0 ? Labels.payloadKey : `${Labels.payloadResumeKey} ${attempt}`);
+  return { headerKey: hkdf(fileKey, salt, Labels.headerKey), payloadKey: payloadKeyFor(0), payloadKeyFor };
 }
 
 function wrapKeyFor(transferId: string, ephemeralPublic: Buffer, sender: PublicIdentity, recipient: PublicIdentity, secret: Buffer): Buffer {

@@ -24,6 +24,7 @@ export const Labels = {
   wrapKey: 'sft/v1 wrap key',
   headerKey: 'sft/v1 header key',
   payloadKey: 'sft/v1 payload key',
+  payloadResumeKey: 'sft/v1 payload key resume',
   offer: 'sft/v1 offer',
 } as const;
 

@@ -111,7 +111,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
     const from = message.sender.peerId;
     // The same signed offer again, after a dropped connection: continue the suspended transfer.
     const suspended = this.suspended.get(message.transferId);
-    if (suspended && message.resume && message.signature === suspended.signature) return suspended.resume();
+    if (suspended && message.resume && message.signature === suspended.signature) return suspended.resume(message.resume);
     // Finished here, but the sender missed the news (the connection dropped at the very end).
     const completed = this.completed.get(message.transferId);
     if (completed && message.resume && message.signature === completed.signature) {
@@ -191,7 +191,8 @@ interface PlannedFile {
 
 interface Suspension {
   readonly signature: string;
-  resume(): void;
+  /** Continues with the sender's resume attempt, whose key seals the chunks that follow. */
+  resume(attempt: number): void;
 }
 
 async function receive(
@@ -216,6 +217,7 @@ async function receive(
 
   return new Promise<ReceiveResult>((resolve, reject) => {
     let expected = 0;
+    let payloadKey = keys.payloadKey;
     let finished = false;
     let queue = Promise.resolve();
     let stallTimer: NodeJS.Timeout | undefined;
@@ -248,7 +250,7 @@ async function receive(
       // The receiver decrypts with the index it expects, never one read from the wire, so a
       // reordered or replayed chunk fails authentication even if its label were rewritten.
       if (index !== expected) throw new SftError('INTEGRITY', `Chunk ${index} arrived where chunk ${expected} was expected.`);
-      const plaintext = openChunk(keys.payloadKey, layout, expected, data);
+      const plaintext = openChunk(payloadKey, layout, expected, data);
       await output.write(plaintext);
       expected += 1;
       client.ack(transferId, index);
@@ -287,12 +289,13 @@ async function receive(
       graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
       resumable.suspended.set(transferId, {
         signature: resumable.signature,
-        resume: () => {
+        resume: (attempt) => {
           clearTimeout(graceTimer);
           resumable.suspended.delete(transferId);
           // Chunks already queued are written first, so the resume point is exact.
           queue = queue.then(() => {
             if (finished) return;
+            payloadKey = keys.payloadKeyFor(attempt);
             armStall(options.firstChunkTimeoutMs ?? 660_000);
             return client.answer(transferId, true, expected);
           }).catch((error: unknown) => fail(toSftError(error), false));

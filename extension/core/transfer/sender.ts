@@ -148,8 +148,10 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
       interrupted = false;
       if (!(await client.whenConnected(Math.max(0, deadline - Date.now())))) break;
       for (const leg of live()) Object.assign(leg, { state: 'offered', acked: 0 });
+      attempt += 1;
+      payloadKey = keys.payloadKeyFor(attempt);
       try {
-        await client.offer({ ...offerToWire(offer), resume: true });
+        await client.offer({ ...offerToWire(offer), resume: attempt });
         return;
       } catch (error) {
         // The recipient may not be back yet; anything else ends the transfer.
@@ -164,6 +166,9 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
 
   const reader = new PayloadReader(sources.files);
   let offered = false;
+  let chunksRead = 0;
+  let attempt = 0;
+  let payloadKey = keys.payloadKey;
   try {
     if (options.signal?.aborted) throw new SftError('CANCELLED', 'The transfer was cancelled.');
     const wire = offerToWire(offer);
@@ -175,16 +180,20 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
       try {
         await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.');
         const start = Math.min(layout.chunkCount, ...accepted().map((l) => l.acked));
-        if (start > 0) await reader.seek(start * chunkSize);
+        // The reader must be exactly at the first chunk to send: on a resume it may be ahead of
+        // (or behind) what the recipient holds.
+        if (start !== chunksRead) await reader.seek(start * chunkSize);
+        chunksRead = start;
         for (let index = start; index < layout.chunkCount && accepted().length > 0; index++) {
           const plaintext = await reader.read(plainChunkLength(layout, index));
+          chunksRead = index + 1;
           await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
           if (accepted().length === 0) break;
           if (interrupted) throw INTERRUPTED;
           // The last file is checked for changes before the final chunk leaves: once the receiver
           // has it, the transfer is complete there.
           if (index === layout.chunkCount - 1) await reader.end();
-          client.sendChunk(transferId, index, sealChunk(keys.payloadKey, layout, index, plaintext));
+          client.sendChunk(transferId, index, sealChunk(payloadKey, layout, index, plaintext));
         }
         await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
         break;
