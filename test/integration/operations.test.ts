@@ -200,7 +200,8 @@ test('configuration errors name the bad key, and the effective configuration is 
 });
 
 test('graceful shutdown: a running transfer finishes, new clients are turned away, then the relay exits 0', async () => {
-  const { relay, url, h } = await relayProcess(['--shutdown-grace', '60']);
+  const auditLog = path.join(work, 'drain-audit.jsonl');
+  const { relay, url, h } = await relayProcess(['--shutdown-grace', '60', '--audit-log', auditLog]);
   const a = await h.peer('drain-a');
   const b = await h.peer('drain-b');
   await h.until(() => a.client.peers.has(b.identity.peerId));
@@ -230,6 +231,19 @@ test('graceful shutdown: a running transfer finishes, new clients are turned awa
   assert.equal(await sha256File(path.join(out, 'big.bin')), sum);
   assert.equal(await relay.exited, 0);
   assert.ok(notices.includes('SHUTTING_DOWN'), 'clients were told why');
+
+  // The audit trail of the relay process: one parsable line per event, ids and sizes, no names.
+  const text = await fs.readFile(auditLog, 'utf8');
+  const lines = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const events = lines.map((l) => l.event);
+  for (const event of ['join', 'offer', 'accept', 'complete', 'refused']) assert.ok(events.includes(event), `${event} is recorded`);
+  const complete = lines.find((l) => l.event === 'complete')!;
+  assert.equal(complete.from, a.identity.peerId);
+  assert.equal(complete.to, b.identity.peerId);
+  assert.equal(typeof complete.cipherBytes, 'number');
+  assert.equal(typeof complete.durationMs, 'number');
+  assert.equal(lines.find((l) => l.event === 'refused')!.code, 'SHUTTING_DOWN');
+  assert.equal(text.includes('big.bin'), false, 'no file names in the audit trail');
 });
 
 test('behind a proxy (trustProxy), per-address limits and the audit log use the forwarded client address', async () => {
