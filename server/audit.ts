@@ -1,7 +1,7 @@
 /**
  * The audit trail: one JSON line per event. It records who, to whom, ciphertext byte counts,
- * outcomes and times; never file names, sizes of plaintext, keys or tokens (the relay has none
- * of the first three, and the fourth stays out on purpose).
+ * outcomes and times; never file names, keys or tokens (the relay has neither of the first two,
+ * and the third stays out on purpose).
  *
  * Every line is `{ts, event, ...fields}`; {@link AUDIT_FIELDS} documents each field. Per event:
  *

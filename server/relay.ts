@@ -1,7 +1,8 @@
 /**
  * The relay: authenticates peers, shows who is online, and routes offers, answers and encrypted
- * chunks between them under the team's limits. It never holds a key and never sees a name, a size
- * of plaintext or a byte of content: only peer ids, timing and ciphertext lengths.
+ * chunks between them under the team's limits. It never holds a key and never sees a name or a
+ * byte of content: only peer ids, display names, timing and ciphertext lengths (from which the
+ * total plaintext size follows exactly; padding to hide it is a possible later change).
  *
  * `createRelay(options)` returns a relay that can be started and stopped; the `sft-relay` binary
  * and the VS Code extension both embed it. Only `start()` listens.

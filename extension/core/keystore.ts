@@ -4,9 +4,9 @@
  * Private keys are never written anywhere else: not to settings, logs, argv or the workspace.
  */
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { Identity } from './crypto/identity';
 import { SftError } from './errors';
+import { writePrivateJson } from './private-file';
 
 export interface SecretStore {
   get(key: string): PromiseLike<string | undefined>;
@@ -63,13 +63,8 @@ export class FileSecretStore implements SecretStore {
     }
   }
 
-  private async writeAll(all: Record<string, string>): Promise<void> {
-    await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-    // Write a private temporary file and rename it, so the secret is never briefly world-readable
-    // and a crash never leaves half a key file.
-    const temp = `${this.file}.${process.pid}.tmp`;
-    await fs.writeFile(temp, JSON.stringify(all, null, 2) + '\n', { mode: 0o600, flag: 'w' });
-    await fs.chmod(temp, 0o600);
-    await fs.rename(temp, this.file);
+  private writeAll(all: Record<string, string>): Promise<void> {
+    return writePrivateJson(this.file, all);
   }
+
 }

@@ -4,9 +4,9 @@
  * which ids the user has verified (by comparing safety numbers) and which id each name had.
  */
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { collisionKey } from './names';
 import { SftError } from './errors';
+import { writePrivateJson } from './private-file';
 
 export interface TrustRecord {
   readonly name: string;
@@ -78,9 +78,6 @@ export async function loadTrustFile(file: string): Promise<TrustBook> {
   return new TrustBook(parsed);
 }
 
-export async function saveTrustFile(file: string, book: TrustBook): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.tmp`;
-  await fs.writeFile(temp, JSON.stringify(book.snapshot, null, 2) + '\n', { mode: 0o600 });
-  await fs.rename(temp, file);
+export function saveTrustFile(file: string, book: TrustBook): Promise<void> {
+  return writePrivateJson(file, book.snapshot);
 }
