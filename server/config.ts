@@ -41,7 +41,7 @@ export const RelayConfigSchema = z
     metricsPort: wholeNumber.pipe(z.number().max(65535)).optional(),
     metricsHost: z.string().min(1).default('127.0.0.1'),
     shutdownGrace: seconds.default(30),
-    resumeGrace: seconds.default(60),
+    resumeGrace: seconds.pipe(z.number().max(86_400)).default(60),
     trustProxy: z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean()).default(false),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })

@@ -457,7 +457,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (!transfer && ended.has(transferId as string)) return; // Was in flight when the transfer ended.
         if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
         if (transfer.from !== me()) throw new SftError('NOT_PARTICIPANT', 'Only the sender may send chunks.');
-        const receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
+        let receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
         if ([...transfer.recipients.values()].some((r) => r.state === 'offered') || receiving.length === 0) {
           return abort(transfer, me(), new SftError('NOT_ACCEPTED', 'Chunks arrived before the recipients accepted.'));
         }
@@ -472,6 +472,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
         }
         const slowest = Math.min(...receiving.map(([, r]) => r.acked));
         if (index >= slowest + windowSize) return abort(transfer, me(), new SftError('WINDOW_EXCEEDED', 'The sender ran ahead of its receivers.'));
+        // Acknowledgements bound what a sender may send; this bounds what the relay holds for a
+        // recipient that acknowledges data it does not read (a pair of colluding clients).
+        for (const [id] of receiving) {
+          if (backlogOf(id) > windowSize * 2 * (maxChunkSize + TAG_BYTES) * transfersTo(id)) {
+            abort(transfer, id, new SftError('SLOW_CONSUMER', 'A recipient is not reading the data it acknowledges; its transfer was stopped.'));
+          }
+        }
+        receiving = receiving.filter(([, r]) => r.state === 'accepted');
+        if (receiving.length === 0) return;
         transfer.nextIndex += 1;
         transfer.cipherBytes += data.length;
         io.to(receiving.map(([id]) => roomOf(id))).emit('chunk', transfer.id, index as number, data);
@@ -579,6 +588,28 @@ export function createRelay(options: RelayOptions = {}): Relay {
   }
 
   /** Forgets a transfer once no leg is live; the sender learns the outcome of each leg as it ends. */
+  /**
+   * Bytes this node holds, unsent, for a peer's connections: Engine.IO's packet queue (which grows
+   * while a write is pending) plus the WebSocket's own send buffer.
+   */
+  function backlogOf(peerId: string): number {
+    let bytes = 0;
+    for (const id of io.sockets.adapter.rooms.get(roomOf(peerId)) ?? []) {
+      const conn = io.sockets.sockets.get(id)?.conn as unknown as
+        | { writeBuffer?: Array<{ data?: unknown }>; transport?: { socket?: { bufferedAmount?: number } } }
+        | undefined;
+      for (const packet of conn?.writeBuffer ?? []) bytes += Buffer.isBuffer(packet.data) || typeof packet.data === 'string' ? packet.data.length : 0;
+      bytes += conn?.transport?.socket?.bufferedAmount ?? 0;
+    }
+    return bytes;
+  }
+
+  function transfersTo(peerId: string): number {
+    let n = 0;
+    for (const t of transfers.values()) if (t.recipients.get(peerId)?.state === 'accepted') n += 1;
+    return Math.max(1, n);
+  }
+
   function checkTransferLimits(peerId: string): void {
     let mine = 0;
     for (const t of transfers.values()) if (t.from === peerId) mine += 1;

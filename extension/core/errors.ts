@@ -30,6 +30,7 @@ export const ErrorCodes = [
   'NOT_ACCEPTED',
   'OUT_OF_ORDER',
   'WINDOW_EXCEEDED',
+  'SLOW_CONSUMER',
   'SIZE_MISMATCH',
   'SHUTTING_DOWN',
   // Transfer outcomes.

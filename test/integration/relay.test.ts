@@ -436,3 +436,42 @@ test('offers sent all at once cannot slip past the concurrent-transfer limit', a
   assert.ok(replies.every((r) => r.ok || r.error.code === 'TOO_MANY_TRANSFERS'));
   conn.close();
 });
+
+test('a recipient that acknowledges data it never reads cannot make the relay buffer it: SLOW_CONSUMER', async () => {
+  const h = await relay({ window: 4 });
+  const sender = Identity.generate();
+  const colluder = Identity.generate();
+  const s = await rawConnect(h.url);
+  const r = await rawConnect(h.url);
+  assert.equal((await rawJoin(s, sender, 'sender')).ok, true);
+  assert.equal((await rawJoin(r, colluder, 'colluder')).ok, true);
+  const chunkSize = 1024 * 1024;
+  const chunks = 400; // 400 MiB if the relay kept it all.
+  const transferId = newTransferId();
+  const { offer } = sealOffer({
+    sender,
+    recipients: [colluder.publicIdentity],
+    transferId,
+    createdAt: Date.now(),
+    header: { v: 1, entries: [{ path: 'x.bin', type: 'file', size: chunks * chunkSize }], chunkSize, plainBytes: chunks * chunkSize },
+  });
+  const answered = new Promise((resolve) => s.socket.once('answer', resolve));
+  r.socket.once('offer', () => r.socket.emit('answer', { transferId, accept: true }, () => undefined));
+  assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', offerToWire(offer))) as Result).ok, true);
+  await answered;
+  // The colluder stops reading its connection but keeps acknowledging everything sent.
+  (r.socket.io.engine.transport as unknown as { ws: { _socket: { pause(): void } } }).ws._socket.pause();
+  let stopped: string | undefined;
+  s.socket.on('cancel', (m: { code: string }) => (stopped = m.code));
+  const payload = Buffer.alloc(chunkSize + 16);
+  for (let i = 0; i < chunks && !stopped; i++) {
+    s.socket.emit('chunk', transferId, i, payload);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    r.socket.emit('ack', { transferId, index: i });
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  await waitFor(() => stopped !== undefined, 5000);
+  assert.equal(stopped, 'SLOW_CONSUMER');
+  s.close();
+  r.close();
+});

@@ -166,7 +166,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
       accept: (options) => {
         answerOnce();
         const resumable = message.stanzas.length === 1 ? { signature: message.signature, suspended: this.suspended } : undefined;
-        return receive(client, message.transferId, opened, options, resumable).then((result) => {
+        return receive(client, message.transferId, opened, options, resumable, message.resume ?? 0).then((result) => {
           this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount });
           if (this.completed.size > 1000) this.completed.delete(this.completed.keys().next().value!);
           return result;
@@ -201,6 +201,8 @@ async function receive(
   opened: OpenedOffer,
   options: AcceptOptions,
   resumable?: { signature: string; suspended: Map<string, Suspension> },
+  /** An offer that is itself a resume (this receiver restarted and has nothing yet) uses that attempt's key. */
+  firstAttempt = 0,
 ): Promise<ReceiveResult> {
   const started = performance.now();
   const { layout, keys, header } = opened;
@@ -217,7 +219,7 @@ async function receive(
 
   return new Promise<ReceiveResult>((resolve, reject) => {
     let expected = 0;
-    let payloadKey = keys.payloadKey;
+    let payloadKey = keys.payloadKeyFor(firstAttempt);
     let finished = false;
     let queue = Promise.resolve();
     let stallTimer: NodeJS.Timeout | undefined;
