@@ -196,6 +196,7 @@ function program(): Command {
       process.stderr.write(`Waiting for files as ${escapeForDisplay(options.name)} (${shortPeerId(client.identity.peerId)}); saving to ${path.resolve(options.out)}. Ctrl-C to stop.\n`);
       let busy = Promise.resolve();
       let closing = false;
+      const stopping = new AbortController();
       const finished = new Promise<void>((resolve) => {
         inbox.on('refused', (r) => {
           process.stderr.write(`Refused an offer from ${shortPeerId(r.from)}: ${r.error.message} (${r.error.code})\n`);
@@ -205,7 +206,8 @@ function program(): Command {
         inbox.on('offer', (offer) => {
           // One prompt at a time: offers queue behind the one being answered.
           busy = busy.then(async () => {
-            const code = await handleOffer(offer, options, trust);
+            if (stopping.signal.aborted) return offer.decline();
+            const code = await handleOffer(offer, options, trust, stopping.signal);
             if (code !== EXIT_CODES.ok) process.exitCode = code;
             if (options.once) resolve();
           });
@@ -217,7 +219,13 @@ function program(): Command {
             resolve();
           }
         });
-        for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
+        // Ctrl-C: cancel the transfer under way (its partial files are removed), decline what waits.
+        for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+          process.once(signal, () => {
+            stopping.abort();
+            resolve();
+          });
+        }
       });
       await finished;
       await busy;
@@ -229,14 +237,16 @@ function program(): Command {
   return cli;
 }
 
-async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: boolean; onConflict: ConflictPolicy }, trust: TrustBook): Promise<number> {
+async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: boolean; onConflict: ConflictPolicy }, trust: TrustBook, signal: AbortSignal): Promise<number> {
   const names = offer.entries.filter((e) => e.type === 'file').map((e) => escapeForDisplay(e.path));
   const shown = names.length > 5 ? [...names.slice(0, 5), `… and ${names.length - 5} more`] : names;
   process.stderr.write(`${describePeer(offer.sender, trust)} wants to send ${offer.fileCount} file(s), ${formatBytes(offer.totalBytes)}:\n${shown.map((n) => `  ${n}\n`).join('')}`);
   const changed = offer.senderTrust === 'changed';
   if (changed) process.stderr.write(`${KEY_CHANGED_WARNING(offer.sender)}\n`);
   // --yes never covers a changed key: that needs a person's explicit yes, or re-verification.
-  const accept = (options.yes && !changed) || (process.stdin.isTTY ? await confirm(changed ? 'Accept from this CHANGED key anyway?' : 'Accept?') : false);
+  // A prompt interrupted (Ctrl-C, closed input) is a no.
+  const accept =
+    (options.yes && !changed) || (process.stdin.isTTY ? await confirm(changed ? 'Accept from this CHANGED key anyway?' : 'Accept?').catch(() => false) : false);
   if (!accept) {
     if (changed) process.stderr.write('Declined: the key changed.\n');
     else if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
@@ -245,7 +255,7 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
   }
   const progress = progressPrinter('receiving');
   try {
-    const result = await offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p) });
+    const result = await offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p), signal });
     progress.end();
     for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
     process.stderr.write(`Received ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}); every chunk verified.\n`);

@@ -139,3 +139,19 @@ test('a verified name that comes back with another key is flagged loudly and nee
   assert.match(frankReceiving.stderr.join('\n'), /WARNING: KEY CHANGED/);
   await assert.rejects(fs.readdir(path.join(work, 'tofu-frank')), { code: 'ENOENT' });
 });
+
+test('Ctrl-C in sft receive cancels the transfer under way and leaves nothing partial', async () => {
+  const src = path.join(work, 'interrupt');
+  const out = path.join(work, 'interrupted');
+  await writeRandomFile(path.join(src, 'long.bin'), 200 * 1024 * 1024, 'interrupt');
+  const receiver = start('sft', ['receive', '--out', out, '--yes', ...as('ivan')], env);
+  await waitForLine(receiver.stderr, /Waiting for files/);
+  const sending = run('sft', ['send', path.join(src, 'long.bin'), '--to', 'ivan', ...as('judy')], env);
+  await waitForLine(receiver.stderr, /^receiving [1-9]\d?%/, 30_000);
+  receiver.child.kill('SIGINT');
+  await receiver.exited;
+  const sent = await sending;
+  assert.notEqual(sent.code, EXIT_CODES.ok);
+  assert.match(sent.stderr, /Not delivered to ivan/);
+  assert.deepEqual(await listTree(out), [], 'no partial file remains');
+});
