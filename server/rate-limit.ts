@@ -41,6 +41,8 @@ export class KeyedRateLimiter {
       this.buckets.set(key, entry);
     }
     entry.seen = now;
+    this.buckets.delete(key); // Re-inserted last: the map stays in order of last use.
+    this.buckets.set(key, entry);
     return entry.bucket.take(cost);
   }
 
@@ -48,6 +50,11 @@ export class KeyedRateLimiter {
     // A bucket idle for the time it takes to refill completely holds no information.
     const idle = (this.burst / this.perSecond) * 1000;
     for (const [key, entry] of this.buckets) if (now - entry.seen > idle) this.buckets.delete(key);
-    if (this.buckets.size >= this.maxKeys) this.buckets.clear();
+    // Still full: forget the least recently seen tenth (Map order is insertion order, and take()
+    // re-inserts on use), never everyone at once, which would hand every flooder a fresh burst.
+    if (this.buckets.size >= this.maxKeys) {
+      const drop = Math.ceil(this.maxKeys / 10);
+      for (const key of [...this.buckets.keys()].slice(0, drop)) this.buckets.delete(key);
+    }
   }
 }

@@ -124,13 +124,17 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
-  /** Waits until `ready()` holds, failing on a fatal outcome or after `timeoutMs` of silence. */
-  const until = async (ready: () => boolean, timeoutMs: number, what: string) => {
+  /**
+   * Waits until `ready()` holds, failing on a fatal outcome or after `timeoutMs`: of silence, or
+   * in all when `total` is set.
+   */
+  const until = async (ready: () => boolean, timeoutMs: number, what: string, total = false) => {
+    const deadline = Date.now() + timeoutMs;
     while (!ready()) {
       if (fatal) throw fatal;
       if (interrupted) throw INTERRUPTED;
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new SftError('TIMEOUT', what)), timeoutMs);
+        const timer = setTimeout(() => reject(new SftError('TIMEOUT', what)), total ? Math.max(0, deadline - Date.now()) : timeoutMs);
         wake = () => {
           clearTimeout(timer);
           resolve();
@@ -178,7 +182,8 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
     const stall = options.stallTimeoutMs ?? 120_000;
     for (;;) {
       try {
-        await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.');
+        // A total, not a silence: with several recipients each answer would otherwise restart it.
+        await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.', true);
         const start = Math.min(layout.chunkCount, ...accepted().map((l) => l.acked));
         // The reader must be exactly at the first chunk to send: on a resume it may be ahead of
         // (or behind) what the recipient holds.
