@@ -15,10 +15,12 @@ export interface RelayMetrics {
   refused(code: ErrorCode): void;
 }
 
-export function createRelayMetrics(live: () => { connections: number; peers: number; transfers: number }): RelayMetrics {
+export function createRelayMetrics(live: () => { connections: number; peers: number; transfers: number }, processMetrics = true): RelayMetrics {
   const registry = new Registry();
   // Process metrics, including nodejs_eventloop_lag_seconds: a relay whose loop lags delays everyone.
-  collectDefaultMetrics({ register: registry });
+  // They start process-wide monitors that are never released, so a host that embeds and restarts
+  // relays (the VS Code extension) turns them off.
+  if (processMetrics) collectDefaultMetrics({ register: registry });
   new Gauge({
     name: 'sft_relay_connected_clients',
     help: 'Open connections, joined or not.',

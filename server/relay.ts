@@ -66,6 +66,8 @@ export interface RelayOptions {
   maxBytesPerClientPerHour?: number | null;
   /** Who may send to whom: anyone, or only peers admitted with the same team's token. */
   recipients?: 'anyone' | 'same-team';
+  /** Include Node's process metrics (event-loop lag, memory, GC) in /metrics (default true). */
+  processMetrics?: boolean;
   /** Serve /metrics on its own port (e.g. an internal interface) instead of the main one. */
   metricsPort?: number;
   metricsHost?: string;
@@ -185,7 +187,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /** Transfers being ended by a dropped connection: these may be resumed. */
   const interrupted = new Set<string>();
 
-  const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }));
+  const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }), options.processMetrics ?? true);
   const serveMetrics = async (res: http.ServerResponse) => {
     res.writeHead(200, { 'content-type': metrics.registry.contentType });
     res.end(await metrics.registry.metrics());

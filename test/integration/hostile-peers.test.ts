@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Harness, listTree, writeRandomFile, type Peer } from '../helpers/harness';
 import { rawConnect, rawJoin, type RawConnection } from '../helpers/raw';
@@ -233,14 +234,17 @@ describe('the disk fills', () => {
     if (!small) return t.skip('mounting a tmpfs needs root');
     const src = await h.tempDir();
     await writeRandomFile(path.join(src, 'fits.bin'), 1536 * 1024);
-    const received = bob.nextOffer().then((o) =>
-      o.accept({
-        directory: small!,
-        onProgress: () => void fs.writeFile(path.join(small!, 'filler'), Buffer.alloc(1024 * 1024)).catch(() => undefined),
-      }),
-    );
+    // Once the transfer is under way (the first chunk written), something else fills the disk.
+    const ack = bob.client.ack.bind(bob.client);
+    bob.client.ack = (id, index) => {
+      if (index === 0) writeFileSync(path.join(small!, 'filler'), Buffer.alloc(1024 * 1024));
+      ack(id, index);
+    };
+    const received = bob.nextOffer().then((o) => o.accept({ directory: small! }));
     received.catch(() => undefined);
-    const sent = await sendFiles(alice.client, { paths: [path.join(src, 'fits.bin')], to: [alice.client.findPeer('bob')] });
+    const sent = await sendFiles(alice.client, { paths: [path.join(src, 'fits.bin')], to: [alice.client.findPeer('bob')] }).finally(() => {
+      bob.client.ack = ack;
+    });
     await assert.rejects(received, { code: 'NO_SPACE' });
     const leg = sent.recipients[0]!;
     assert.equal(leg.outcome === 'failed' && leg.code, 'NO_SPACE');

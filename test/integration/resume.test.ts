@@ -17,15 +17,24 @@ after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-/** Counts the chunks a client sends, to show a resume does not start again from zero. */
-function countChunks(peer: Peer): () => number {
-  let sent = 0;
-  const original = peer.client.sendChunk.bind(peer.client);
+/**
+ * Counts the chunks and offers a client sends (a resume does not start again from zero, and it
+ * did happen), and runs `at[n]` right after the n-th chunk.
+ */
+function spy(peer: Peer, at: Record<number, () => void> = {}) {
+  let chunks = 0;
+  let offers = 0;
+  const sendChunk = peer.client.sendChunk.bind(peer.client);
   peer.client.sendChunk = (id, index, data) => {
-    sent += 1;
-    original(id, index, data);
+    sendChunk(id, index, data);
+    at[++chunks]?.();
   };
-  return () => sent;
+  const offer = peer.client.offer.bind(peer.client);
+  peer.client.offer = (message) => {
+    offers += 1;
+    return offer(message);
+  };
+  return { chunks: () => chunks, offers: () => offers };
 }
 
 test('the relay restarts mid-transfer: both ends reconnect and the transfer resumes from the last verified chunk', async () => {
@@ -39,29 +48,26 @@ test('the relay restarts mid-transfer: both ends reconnect and the transfer resu
   const out = await h.tempDir();
   const size = 120 * DEFAULT_CHUNK_SIZE + 99;
   const sum = await writeRandomFile(path.join(src, 'resumed.bin'), size, 'resume');
-  const sentChunks = countChunks(alice);
-  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
   let restarted: Promise<void> | undefined;
-  const sent = await sendFiles(alice.client, {
-    paths: [path.join(src, 'resumed.bin')],
-    to: [alice.client.findPeer('bob')],
-    onProgress: (p) => {
-      if (!restarted && p.bytes > size / 3) {
-        restarted = (async () => {
-          await h.relay!.stop();
-          h.relay = createRelay({ port });
-          await h.relay.start();
-        })();
-      }
+  const sender = spy(alice, {
+    40: () => {
+      restarted = (async () => {
+        await h.relay!.stop();
+        h.relay = createRelay({ port });
+        await h.relay.start();
+      })();
     },
   });
-  assert.ok(restarted, 'the relay was restarted mid-transfer');
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'resumed.bin')], to: [alice.client.findPeer('bob')] });
+  await restarted;
+  assert.ok(sender.offers() >= 2, 'the transfer was offered again after the restart');
   assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
   await received;
   assert.equal(await sha256File(path.join(out, 'resumed.bin')), sum);
   assert.deepEqual(await listTree(out), ['resumed.bin']);
   const chunkCount = 121;
-  assert.ok(sentChunks() < chunkCount + 2 * 16, `sent ${sentChunks()} chunks for ${chunkCount}: resumed, not restarted from zero`);
+  assert.ok(sender.chunks() < chunkCount + 2 * 16, `sent ${sender.chunks()} chunks for ${chunkCount}: resumed, not restarted from zero`);
 });
 
 test("the receiver's network drops mid-transfer: it reconnects and the transfer resumes", async () => {
@@ -76,25 +82,21 @@ test("the receiver's network drops mid-transfer: it reconnects and the transfer 
   const out = await h.tempDir();
   const size = 100 * DEFAULT_CHUNK_SIZE;
   const sum = await writeRandomFile(path.join(src, 'cut.bin'), size, 'cut');
-  const sentChunks = countChunks(alice);
-  let cut = false;
-  const received = bob.nextOffer().then((o) =>
-    o.accept({
-      directory: out,
-      onProgress: (p) => {
-        if (!cut && p.bytes > size / 2) {
-          cut = true;
-          tap.cut();
-        }
-      },
-    }),
-  );
+  const sender = spy(alice);
+  // Bob's connection is cut once he has written half the file.
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 50) tap.cut();
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
   const sent = await sendFiles(alice.client, { paths: [path.join(src, 'cut.bin')], to: [alice.client.findPeer('bob')] });
-  assert.ok(cut);
+  assert.ok(sender.offers() >= 2, 'the transfer was offered again after the cut (retried until bob was back)');
   assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
   await received;
   assert.equal(await sha256File(path.join(out, 'cut.bin')), sum);
-  assert.ok(sentChunks() < 100 + 2 * 16, `sent ${sentChunks()} chunks for 100`);
+  assert.ok(sender.chunks() < 100 + 2 * 16, `sent ${sender.chunks()} chunks for 100`);
 });
 
 test('a peer that does not come back within the grace period: both sides see EXPIRED, nothing partial remains', async () => {
@@ -106,18 +108,14 @@ test('a peer that does not come back within the grace period: both sides see EXP
   const src = await h.tempDir();
   const out = await h.tempDir();
   await writeRandomFile(path.join(src, 'gone.bin'), 60 * DEFAULT_CHUNK_SIZE, 'gone');
-  let gone = false;
-  const received = bob.nextOffer().then((o) =>
-    o.accept({
-      directory: out,
-      onProgress: (p) => {
-        if (!gone && p.bytes > 10 * DEFAULT_CHUNK_SIZE) {
-          gone = true;
-          alice.client.close(); // The sender vanishes for good.
-        }
-      },
-    }),
-  );
+  // The sender vanishes for good once bob has written ten chunks.
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 10) alice.client.close();
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
   const sending = sendFiles(alice.client, { paths: [path.join(src, 'gone.bin')], to: [alice.client.findPeer('bob')] });
   await assert.rejects(received, { code: 'EXPIRED' });
   assert.deepEqual(await listTree(out), [], 'the partial file was removed');

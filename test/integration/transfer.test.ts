@@ -143,7 +143,7 @@ test('a transfer cancelled by the receiver midway leaves no partial file and tel
   const src = await h.tempDir();
   const out = await h.tempDir();
   const file = path.join(src, 'big.bin');
-  await writeRandomFile(file, 40 * 1024 * 1024, 'cancel');
+  await writeRandomFile(file, 80 * 1024 * 1024, 'cancel');
   const controller = new AbortController();
   const received = bob.nextOffer().then((o) =>
     o.accept({
@@ -165,7 +165,7 @@ test('a transfer cancelled by the sender midway leaves no partial file', async (
   const src = await h.tempDir();
   const out = await h.tempDir();
   const file = path.join(src, 'big.bin');
-  await writeRandomFile(file, 40 * 1024 * 1024, 'cancel2');
+  await writeRandomFile(file, 80 * 1024 * 1024, 'cancel2');
   const controller = new AbortController();
   const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
   const sent = sendFiles(alice.client, {
