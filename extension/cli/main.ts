@@ -203,6 +203,7 @@ function program(): Command {
           process.exitCode = exitCodeFor(r.error.code);
           if (options.once) resolve();
         });
+        inbox.on('withdrawn', (w) => process.stderr.write(`The offer from ${shortPeerId(w.from)} was withdrawn: ${escapeForDisplay(w.error.message)} (${w.error.code})\n`));
         inbox.on('offer', (offer) => {
           // One prompt at a time: offers queue behind the one being answered.
           busy = busy.then(async () => {

@@ -181,3 +181,22 @@ test('a transfer cancelled by the sender midway leaves no partial file', async (
   assert.equal(result.recipients[0]!.outcome, 'failed');
   assert.deepEqual(await listTree(out), []);
 });
+
+test('an offer the sender withdraws before it is answered is taken down, and cannot be accepted', async () => {
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const file = path.join(src, 'changed-my-mind.bin');
+  await writeRandomFile(file, 1000);
+  const controller = new AbortController();
+  const offered = bob.nextOffer();
+  const withdrawn = new Promise<{ transferId: string; error: { code: string } }>((resolve) => bob.inbox.once('withdrawn', resolve));
+  const sending = sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], signal: controller.signal });
+  const offer = await offered;
+  controller.abort();
+  const gone = await withdrawn;
+  assert.equal(gone.transferId, offer.transferId);
+  assert.equal(gone.error.code, 'CANCELLED');
+  await assert.rejects(offer.accept({ directory: out }), { code: 'CANCELLED' });
+  assert.equal((await sending).recipients[0]!.outcome, 'failed');
+  assert.deepEqual(await listTree(out), []);
+});

@@ -76,6 +76,8 @@ interface InboxEvents {
   offer: [IncomingOffer];
   /** An offer that failed an end-to-end check; the sender is told with the same code. */
   refused: [OfferRefusal];
+  /** An offer not yet answered was withdrawn (the sender cancelled or left): take its prompt down. */
+  withdrawn: [OfferRefusal];
 }
 
 export interface InboxOptions {
@@ -150,9 +152,21 @@ export class Inbox extends EventEmitter<InboxEvents> {
     const client = this.client;
     const from = message.sender.peerId;
     let answered = false;
+    let withdrawn: SftError | undefined;
+    // Until it is answered, the offer listens for its own end, so a prompt never outlives it.
+    const stopListening = client.register(message.transferId, {
+      cancel: (code, text) => {
+        if (answered || withdrawn) return;
+        withdrawn = new SftError(code, text);
+        stopListening();
+        this.emit('withdrawn', { transferId: message.transferId, from, error: withdrawn });
+      },
+    });
     const answerOnce = () => {
+      if (withdrawn) throw withdrawn;
       if (answered) throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
       answered = true;
+      stopListening();
     };
     const sender = client.peers.get(from) ?? { ...message.sender, name: 'unknown peer' };
     return {
@@ -164,7 +178,11 @@ export class Inbox extends EventEmitter<InboxEvents> {
       totalBytes: opened.header.plainBytes,
       recipientCount: message.stanzas.length,
       accept: (options) => {
-        answerOnce();
+        try {
+          answerOnce();
+        } catch (error) {
+          return Promise.reject(error);
+        }
         const resumable = message.stanzas.length === 1 ? { signature: message.signature, suspended: this.suspended } : undefined;
         return receive(client, message.transferId, opened, options, resumable, message.resume ?? 0).then((result) => {
           this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount });
@@ -173,6 +191,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
         });
       },
       decline: () => {
+        if (withdrawn) return; // Nothing to decline any more.
         answerOnce();
         client.answer(message.transferId, false).catch(() => undefined); // Nothing is written either way.
       },
