@@ -23,7 +23,7 @@ import {
   OfferSchema,
   PROTOCOL_VERSION,
   SOCKET_PATH,
-  TransferRefSchema,
+  DoneSchema,
   errorMessage,
   isChunk,
   parse,
@@ -114,7 +114,7 @@ interface TransferState {
   readonly id: string;
   readonly from: string;
   readonly layout: PayloadLayout;
-  readonly recipients: Map<string, { state: RecipientState; acked: number }>;
+  readonly recipients: Map<string, { state: RecipientState; acked: number; receipt?: string }>;
   readonly startedAt: number;
   /** Whether chunks have started to flow (the first chunk sets where they start, on a resume). */
   streaming: boolean;
@@ -181,7 +181,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
    * anyone, and those cut off by a dropped connection may be offered again, by the same sender,
    * within the grace period.
    */
-  const ended = new Map<string, { from: string; at: number; resumable: boolean; done: string[]; chunkCount: number }>();
+  const ended = new Map<string, { from: string; at: number; resumable: boolean; done: Array<{ to: string; receipt: string }>; chunkCount: number }>();
   const resumeGraceMs = options.resumeGraceMs ?? 60_000;
   if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
   /** Transfers being ended by a dropped connection: these may be resumed. */
@@ -379,9 +379,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (previous && offer.resume && previous.from === me.peerId && previous.done.length === offer.stanzas.length) {
           // Delivered, but the sender's connection dropped before it heard so: tell it now.
           reply({ ok: true });
-          for (const to of previous.done) {
+          for (const { to, receipt } of previous.done) {
             socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous.chunkCount, from: to });
-            socket.emit('done', { transferId: offer.transferId, from: to });
+            socket.emit('done', { transferId: offer.transferId, receipt, from: to });
           }
           return;
         }
@@ -508,12 +508,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
     socket.on(
       'done',
       guard('done', true, (raw: unknown) => {
-        const ref = parse(TransferRefSchema, raw, 'done');
+        const ref = parse(DoneSchema, raw, 'done');
         const { transfer, recipient } = asRecipient(ref.transferId);
         if (recipient.state !== 'accepted' || recipient.acked !== transfer.layout.chunkCount) {
           throw new SftError('BAD_MESSAGE', 'A transfer is done only after its last chunk.');
         }
         recipient.state = 'done';
+        recipient.receipt = ref.receipt;
         metrics.leg('complete');
         audit.write({ event: 'complete', transfer: transfer.id, from: transfer.from, to: me(), cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
         io.to(roomOf(transfer.from)).emit('done', { ...ref, from: me() });
@@ -624,7 +625,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     if (live) return;
     transfers.delete(transfer.id);
     ended.delete(transfer.id); // Re-inserted last, so the map stays in order of ending.
-    const done = [...transfer.recipients].filter(([, r]) => r.state === 'done').map(([id]) => id);
+    const done = [...transfer.recipients].flatMap(([to, r]) => (r.state === 'done' && r.receipt ? [{ to, receipt: r.receipt }] : []));
     ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable: interrupted.has(transfer.id), done, chunkCount: transfer.layout.chunkCount });
     interrupted.delete(transfer.id);
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);

@@ -12,7 +12,7 @@ import {
   ForwardedAckSchema,
   ForwardedAnswerSchema,
   ForwardedCancelSchema,
-  ForwardedRefSchema,
+  ForwardedDoneSchema,
   OfferSchema,
   PROTOCOL_VERSION,
   PeerInfoSchema,
@@ -35,7 +35,7 @@ import {
   type PeerInfo,
   type RelayToClientEvents,
   type Result,
-  type TransferRef,
+  type DoneMessage,
 } from './protocol';
 import { originOf, proveJoin } from './crypto/envelope';
 import { peerIdOf, type Identity } from './crypto/identity';
@@ -59,7 +59,7 @@ export interface TransferListener {
   answer?(message: Forwarded<AnswerMessage>): void;
   chunk?(index: number, data: Buffer): void;
   ack?(message: Forwarded<AckMessage>): void;
-  done?(message: Forwarded<TransferRef>): void;
+  done?(message: Forwarded<DoneMessage>): void;
   cancel?(code: ErrorCode, message: string, from: string | undefined): void;
   /** The connection dropped; the transfer cannot continue on this connection. */
   disconnected?(): void;
@@ -207,8 +207,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     if (this.stateValue === 'connected') this.socket.emit('ack', { transferId, index });
   }
 
-  done(transferId: string): Promise<void> {
-    return this.acknowledged('done', { transferId });
+  done(transferId: string, receipt: Buffer): Promise<void> {
+    return this.acknowledged('done', { transferId, receipt: receipt.toString('base64url') });
   }
 
   cancel(transferId: string, code: ErrorCode, message?: string): void {
@@ -324,7 +324,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
       this.transfers.get(m.transferId)?.ack?.(m);
     }));
     s.on('done', this.checked((raw: unknown) => {
-      const m = parse(ForwardedRefSchema, raw, 'done');
+      const m = parse(ForwardedDoneSchema, raw, 'done');
       this.transfers.get(m.transferId)?.done?.(m);
     }));
     s.on('cancel', this.checked((raw: unknown) => {

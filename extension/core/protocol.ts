@@ -121,7 +121,10 @@ export type ErrorMessage = z.infer<typeof ErrorSchema>;
 const fromPeer = z.object({ from: peerId });
 export const ForwardedAnswerSchema = AnswerSchema.extend(fromPeer.shape);
 export const ForwardedAckSchema = AckSchema.extend(fromPeer.shape);
-export const ForwardedRefSchema = TransferRefSchema.extend(fromPeer.shape);
+/** `done`: the recipient's signed receipt (envelope.ts signReceipt) travels with it to the sender. */
+export const DoneSchema = TransferRefSchema.extend({ receipt: b64url(64) });
+export type DoneMessage = z.infer<typeof DoneSchema>;
+export const ForwardedDoneSchema = DoneSchema.extend(fromPeer.shape);
 /** Forwarded cancels also carry the relay's own outcomes (PEER_GONE, OUT_OF_ORDER, …). */
 export const ForwardedCancelSchema = CancelSchema.extend({ code: errorCode, from: peerId.optional() });
 export const PeerLeftSchema = z.object({ peerId });
@@ -138,7 +141,7 @@ export interface ClientToRelayEvents {
   answer: (message: AnswerMessage, reply?: Reply) => void;
   chunk: (transferId: string, index: number, data: Buffer) => void;
   ack: (message: AckMessage) => void;
-  done: (message: TransferRef, reply?: Reply) => void;
+  done: (message: DoneMessage, reply?: Reply) => void;
   cancel: (message: CancelMessage, reply?: Reply) => void;
 }
 
@@ -150,7 +153,7 @@ export interface RelayToClientEvents {
   answer: (message: Forwarded<AnswerMessage>) => void;
   chunk: (transferId: string, index: number, data: Buffer) => void;
   ack: (message: Forwarded<AckMessage>) => void;
-  done: (message: Forwarded<TransferRef>) => void;
+  done: (message: Forwarded<DoneMessage>) => void;
   cancel: (message: Omit<CancelMessage, 'code'> & { code: ErrorCode; from?: string }) => void;
   'relay.error': (message: ErrorMessage) => void;
 }

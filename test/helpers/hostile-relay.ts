@@ -14,6 +14,8 @@ export type EmitChunk = (index: number, data: Buffer) => void;
 export interface Tampering {
   /** Rewrites an offer before delivery; return an array to deliver it more than once. */
   offer?(offer: OfferMessage): OfferMessage | OfferMessage[];
+  /** Rewrites a recipient's `done` (and its signed receipt) before the sender gets it. */
+  done?(message: { transferId: string; receipt: string }): { transferId: string; receipt: string };
   /** Decides what the recipients get for chunk `index`; `emit` delivers a (possibly altered) chunk. */
   chunk?(transferId: string, index: number, data: Buffer, emit: EmitChunk): void;
 }
@@ -71,7 +73,8 @@ export async function startHostileRelay(tampering: Tampering = {}): Promise<Host
         ok(reply);
         const t = transfers.get(m.transferId);
         if (!t) return;
-        for (const id of me === t.from ? t.to : [t.from]) send(id, event, { ...m, from: me });
+        const message = event === 'done' && relay.tampering.done ? relay.tampering.done(m as { transferId: string; receipt: string }) : m;
+        for (const id of me === t.from ? t.to : [t.from]) send(id, event, { ...message, from: me });
       });
     }
     socket.on('disconnect', () => {

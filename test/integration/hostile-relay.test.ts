@@ -110,6 +110,14 @@ describe('a relay that tampers with the stream is caught; nothing is presented a
     });
   }
 
+  test('a relay that forges the delivery receipt cannot make the sender believe in a delivery', async () => {
+    const first = await attempt({});
+    assert.equal(first.outcome, 'complete');
+    assert.equal(first.sent, 'done', 'a genuine receipt is accepted');
+    const forged = await attempt({ done: (m) => ({ ...m, receipt: flipB64(m.receipt) }) });
+    assert.equal(forged.sent, 'failed');
+  });
+
   test('a chunk replayed from another transfer between the same two people: refused', async () => {
     const first = await attempt({});
     assert.equal(first.outcome, 'complete');

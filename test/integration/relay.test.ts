@@ -13,7 +13,7 @@ import { rawConnect, rawJoin, waitFor } from '../helpers/raw';
 import { Identity } from '../../extension/core/crypto/identity';
 import { RelayClient } from '../../extension/core/client';
 import { sendFiles } from '../../extension/core/transfer/sender';
-import { newTransferId, originOf, proveJoin, sealOffer } from '../../extension/core/crypto/envelope';
+import { newTransferId, originOf, proveJoin, sealOffer, signReceipt } from '../../extension/core/crypto/envelope';
 import { Inbox } from '../../extension/core/transfer/receiver';
 import { MAX_MESSAGE_BYTES, offerToWire, peerIdentity, peerInfo, type Result } from '../../extension/core/protocol';
 import { startTapProxy } from '../../scripts/tap-proxy';
@@ -397,7 +397,10 @@ test('flow control: a slow receiver slows its sender, the relay never runs more 
       await new Promise((r) => setTimeout(r, 15));
       acked += 1;
       slow.socket.emit('ack', { transferId, index });
-      if (index === 47) slow.socket.emit('done', { transferId }, () => undefined);
+      if (index === 47) {
+        const receipt = signReceipt(slowIdentity, { transferId, senderPeerId: alice.identity.peerId, chunkCount: 48, cipherBytes: 48 * (256 * 1024 + 16) });
+        slow.socket.emit('done', { transferId, receipt: receipt.toString('base64url') }, () => undefined);
+      }
     });
   });
   const started = Date.now();

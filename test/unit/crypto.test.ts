@@ -10,9 +10,11 @@ import { MIN_CHUNK_SIZE, chunkNonce, layoutFor, openChunk, sealChunk, type Paylo
 import { Identity, fingerprint, peerIdOf, safetyNumber, type IdentitySecret, type PublicIdentity } from '../../extension/core/crypto/identity';
 import {
   checkJoinProof,
+  checkReceipt,
   deriveTransferKeys,
   openOffer,
   proveJoin,
+  signReceipt,
   sealOffer,
   type HeaderEntry,
   type TransferHeader,
@@ -597,5 +599,17 @@ test('private keys stay out of JSON.stringify and util.inspect', () => {
   assert.deepEqual(JSON.parse(outputs.json), { peerId: a.peerId });
   for (const [kind, text] of Object.entries(outputs)) {
     for (const form of forms) assert.ok(!text.includes(form), `${kind} leaks private key material`);
+  }
+});
+
+test('delivery receipts: signed by the recipient, bound to the transfer, its sender and its sizes', () => {
+  const recipient = Identity.generate();
+  const other = Identity.generate();
+  const facts = { transferId: 'R'.repeat(22), senderPeerId: Identity.generate().peerId, chunkCount: 7, cipherBytes: 7 * 80 };
+  const receipt = signReceipt(recipient, facts);
+  assert.equal(checkReceipt(recipient.publicIdentity, facts, receipt), true);
+  assert.equal(checkReceipt(other.publicIdentity, facts, receipt), false, 'only the recipient can sign it');
+  for (const changed of [{ transferId: 'S'.repeat(22) }, { senderPeerId: other.peerId }, { chunkCount: 6 }, { cipherBytes: 7 * 80 - 1 }]) {
+    assert.equal(checkReceipt(recipient.publicIdentity, { ...facts, ...changed }, receipt), false, JSON.stringify(changed));
   }
 });

@@ -245,6 +245,27 @@ export function sameKeys(a: PublicIdentity, b: PublicIdentity): boolean {
   return a.peerId === b.peerId && constantTimeEqual(a.signPublicKey, b.signPublicKey) && constantTimeEqual(a.agreePublicKey, b.agreePublicKey);
 }
 
+// ---- The receipt: a recipient signs that it verified every chunk, so a relay cannot fake delivery. ----
+
+export interface ReceiptFacts {
+  readonly transferId: string;
+  readonly senderPeerId: string;
+  readonly chunkCount: number;
+  readonly cipherBytes: number;
+}
+
+function receiptTranscript(facts: ReceiptFacts, recipient: PublicIdentity): Buffer {
+  return encodeParts([Labels.receipt, facts.transferId, facts.senderPeerId, recipient.peerId, facts.chunkCount, facts.cipherBytes]);
+}
+
+export function signReceipt(recipient: Identity, facts: ReceiptFacts): Buffer {
+  return recipient.sign(receiptTranscript(facts, recipient));
+}
+
+export function checkReceipt(recipient: PublicIdentity, facts: ReceiptFacts, receipt: Buffer): boolean {
+  return verify(recipient.signPublicKey, receiptTranscript(facts, recipient), receipt);
+}
+
 // ---- The join proof: a client shows the relay it holds the private key behind its peer id. ----
 
 /**

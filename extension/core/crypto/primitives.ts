@@ -26,6 +26,7 @@ export const Labels = {
   payloadKey: 'sft/v1 payload key',
   payloadResumeKey: 'sft/v1 payload key resume',
   offer: 'sft/v1 offer',
+  receipt: 'sft/v1 receipt',
 } as const;
 
 export function randomBytes(length: number): Buffer {

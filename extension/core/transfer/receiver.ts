@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SftError, toSftError, type ErrorCode } from '../errors';
-import { openOffer, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
+import { openOffer, signReceipt, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
 import { openChunk } from '../crypto/stream';
 import { checkReceivedPath, checkReceivedPaths, resolveInside, temporaryNameFor } from '../names';
 import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
@@ -94,7 +94,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
   /** Transfers interrupted by a dropped connection, waiting for their sender to offer them again. */
   private readonly suspended = new Map<string, Suspension>();
   /** Recently completed transfers, so a late resume offer learns they are done (bounded). */
-  private readonly completed = new Map<string, { signature: string; chunkCount: number }>();
+  private readonly completed = new Map<string, { signature: string; chunkCount: number; receipt: Buffer }>();
   private readonly onOffer = (message: OfferMessage) => this.handle(message);
 
   constructor(
@@ -119,7 +119,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
     if (completed && message.resume && message.signature === completed.signature) {
       this.client
         .answer(message.transferId, true, completed.chunkCount)
-        .then(() => this.client.done(message.transferId))
+        .then(() => this.client.done(message.transferId, completed.receipt))
         .catch(() => undefined);
       return;
     }
@@ -184,8 +184,14 @@ export class Inbox extends EventEmitter<InboxEvents> {
           return Promise.reject(error);
         }
         const resumable = message.stanzas.length === 1 ? { signature: message.signature, suspended: this.suspended } : undefined;
-        return receive(client, message.transferId, opened, options, resumable, message.resume ?? 0).then((result) => {
-          this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount });
+        const receipt = signReceipt(client.identity, {
+          transferId: message.transferId,
+          senderPeerId: from,
+          chunkCount: opened.layout.chunkCount,
+          cipherBytes: opened.layout.cipherBytes,
+        });
+        return receive(client, message.transferId, opened, options, receipt, resumable, message.resume ?? 0).then((result) => {
+          this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount, receipt });
           if (this.completed.size > 1000) this.completed.delete(this.completed.keys().next().value!);
           return result;
         });
@@ -219,6 +225,8 @@ async function receive(
   transferId: string,
   opened: OpenedOffer,
   options: AcceptOptions,
+  /** Signed now, sent only after the last chunk verified and every file is in place. */
+  receipt: Buffer,
   resumable?: { signature: string; suspended: Map<string, Suspension> },
   /** An offer that is itself a resume (this receiver restarted and has nothing yet) uses that attempt's key. */
   firstAttempt = 0,
@@ -290,7 +298,7 @@ async function receive(
           client.cancel(transferId, e.code, e.message);
           return reject(e);
         }
-        client.done(transferId).catch(() => undefined); // The files are in place; the sender may just miss the news.
+        client.done(transferId, receipt).catch(() => undefined); // The files are in place; the sender may just miss the news.
         resolve({ transferId, files, plainBytes: header.plainBytes, durationMs: performance.now() - started });
       }
     };

@@ -4,7 +4,7 @@
  * recipient's acknowledgement, so a slow receiver slows its sender instead of filling the relay.
  */
 import { SftError, toSftError, type ErrorCode } from '../errors';
-import { newTransferId, sealOffer } from '../crypto/envelope';
+import { checkReceipt, newTransferId, sealOffer } from '../crypto/envelope';
 import { DEFAULT_CHUNK_SIZE, plainChunkLength, sealChunk } from '../crypto/stream';
 import { RESUMABLE_CODES, offerToWire, peerIdentity, type PeerInfo } from '../protocol';
 import { ProgressMeter, type Progress } from '../format';
@@ -60,6 +60,7 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   });
 
   const legs = new Map<string, Leg>(options.to.map((p) => [p.peerId, { state: 'offered', acked: 0 }]));
+  const recipients = new Map(options.to.map((p) => [p.peerId, peerIdentity(p)]));
   // One recipient's transfer survives a dropped connection: both ends wait for the relay, the sender
   // offers again and continues from the last chunk the recipient verified. (With several
   // recipients the legs would drift apart; those transfers fail on a drop, as before.)
@@ -92,7 +93,13 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
     },
     done: (m) => {
       const leg = legs.get(m.from);
-      if (leg?.state === 'accepted' && leg.acked === layout.chunkCount) leg.state = 'done';
+      const recipient = recipients.get(m.from);
+      if (leg?.state === 'accepted' && leg.acked === layout.chunkCount && recipient) {
+        // Delivered only if the recipient itself says so: the relay cannot forge this signature.
+        const facts = { transferId, senderPeerId: client.identity.peerId, chunkCount: layout.chunkCount, cipherBytes: layout.cipherBytes };
+        if (checkReceipt(recipient, facts, Buffer.from(m.receipt, 'base64url'))) leg.state = 'done';
+        else Object.assign(leg, { state: 'failed', code: 'BAD_SIGNATURE', message: 'The delivery receipt is not signed by the recipient.' });
+      }
       changed();
     },
     cancel: (code, message, from) => {
