@@ -151,6 +151,16 @@ describe('policy refusals, each with its code', () => {
   });
 });
 
+test('TOO_MANY_TRANSFERS: concurrent transfers per client, from a relay process', async () => {
+  const { h } = await relayProcess(['--max-transfers-per-client', '1']);
+  const [sender, receiver] = await Promise.all([h.peer('busy-sender'), h.peer('busy-receiver')]);
+  await h.until(() => sender.client.peers.has(receiver.identity.peerId));
+  const pending = offerFile(h, sender, receiver, 10, 'ignore');
+  await new Promise<void>((resolve) => receiver.inbox.once('offer', () => resolve()));
+  await assert.rejects(offerFile(h, sender, receiver, 10), { code: 'TOO_MANY_TRANSFERS' });
+  assert.equal((await pending).sent.recipients[0]!.outcome, 'failed');
+});
+
 test('/metrics (on its own port) counts a transfer, refusals and event-loop lag; /readyz answers', async () => {
   const { url, h, relay } = await relayProcess(['--metrics-port', '0'], { SFT_RELAY_TOKEN: 'metrics-token' });
   const [, metricsUrl] = await waitForLine(relay.stderr, /"metrics":"([^"]+)"/);
