@@ -460,14 +460,16 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
         if (transfer.from !== me()) throw new SftError('NOT_PARTICIPANT', 'Only the sender may send chunks.');
         let receiving = [...transfer.recipients].filter(([, r]) => r.state === 'accepted');
-        if ([...transfer.recipients.values()].some((r) => r.state === 'offered') || receiving.length === 0) {
-          return abort(transfer, me(), new SftError('NOT_ACCEPTED', 'Chunks arrived before the recipients accepted.'));
-        }
         if (!transfer.streaming) {
+          // Legs cannot return to 'offered', so this is checked once, at the first chunk.
+          if ([...transfer.recipients.values()].some((r) => r.state === 'offered') || receiving.length === 0) {
+            return abort(transfer, me(), new SftError('NOT_ACCEPTED', 'Chunks arrived before the recipients accepted.'));
+          }
           // On a resume the stream starts where the slowest recipient's verified chunks end.
           transfer.streaming = true;
           transfer.nextIndex = Math.min(...receiving.map(([, r]) => r.acked));
         }
+        if (receiving.length === 0) return; // Every leg ended; a late chunk, dropped quietly.
         if (index !== transfer.nextIndex) return abort(transfer, me(), new SftError('OUT_OF_ORDER', `Expected chunk ${transfer.nextIndex}, got ${index}.`));
         if (index >= transfer.layout.chunkCount || data.length !== plainChunkLength(transfer.layout, index) + TAG_BYTES) {
           return abort(transfer, me(), new SftError('SIZE_MISMATCH', 'A chunk does not match the declared sizes.'));
@@ -476,8 +478,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (index >= slowest + windowSize) return abort(transfer, me(), new SftError('WINDOW_EXCEEDED', 'The sender ran ahead of its receivers.'));
         // Acknowledgements bound what a sender may send; this bounds what the relay holds for a
         // recipient that acknowledges data it does not read (a pair of colluding clients).
+        const perTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
         for (const [id] of receiving) {
-          if (backlogOf(id) > windowSize * 2 * (maxChunkSize + TAG_BYTES) * transfersTo(id)) {
+          const backlog = backlogOf(id);
+          // The scan over transfers runs only when one transfer's allowance is already exceeded.
+          if (backlog > perTransfer && backlog > perTransfer * transfersTo(id)) {
             abort(transfer, id, new SftError('SLOW_CONSUMER', 'A recipient is not reading the data it acknowledges; its transfer was stopped.'));
           }
         }

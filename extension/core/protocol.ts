@@ -86,7 +86,6 @@ export const AckSchema = z.object({ transferId, index: count });
 export type AckMessage = z.infer<typeof AckSchema>;
 
 export const TransferRefSchema = z.object({ transferId });
-export type TransferRef = z.infer<typeof TransferRefSchema>;
 
 /** The outcomes a client may report when it ends a transfer; relay-only codes are not among them. */
 export const CLIENT_CANCEL_CODES = [

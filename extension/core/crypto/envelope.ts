@@ -23,7 +23,6 @@ import {
   KEY_BYTES,
   Labels,
   NONCE_BYTES,
-  constantTimeEqual,
   encodeParts,
   generateKeyPair,
   hkdf,
@@ -239,10 +238,6 @@ function parseHeader(value: unknown): TransferHeader {
   const total = entries.reduce((sum, e) => sum + e.size, 0);
   if (total !== h!.plainBytes) fail('the sizes do not add up');
   return { v: 1, entries, chunkSize: h!.chunkSize!, plainBytes: h!.plainBytes! };
-}
-
-export function sameKeys(a: PublicIdentity, b: PublicIdentity): boolean {
-  return a.peerId === b.peerId && constantTimeEqual(a.signPublicKey, b.signPublicKey) && constantTimeEqual(a.agreePublicKey, b.agreePublicKey);
 }
 
 // ---- The receipt: a recipient signs that it verified every chunk, so a relay cannot fake delivery. ----
