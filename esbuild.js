@@ -1,5 +1,6 @@
-// Bundles every entry point: the relay and the command-line client (Node programs), the demo,
-// and later the VS Code extension. Type-checking is separate (`npm run typecheck`).
+// Bundles every entry point: the relay and the command-line client (Node programs), the demo and
+// benchmark, the VS Code extension and its extension-host test suite. Type-checking is separate
+// (`npm run typecheck`).
 const esbuild = require('esbuild');
 
 const production = process.argv.includes('--production');
@@ -11,6 +12,9 @@ const entryPoints = {
   demo: 'scripts/demo.ts',
   bench: 'scripts/bench/run.ts',
   'bench-tcp-relay': 'scripts/bench/tcp-relay.ts',
+  extension: 'extension/vscode/extension.ts',
+  // The extension-host test suites (run inside a real VS Code, see test/vscode).
+  'test/vscode-suite': 'test/vscode/suite/index.ts',
 };
 
 async function main() {
@@ -21,7 +25,7 @@ async function main() {
     platform: 'node',
     target: 'node20',
     outdir: 'dist',
-    external: ['vscode', 'bufferutil', 'utf-8-validate'],
+    external: ['vscode', 'bufferutil', 'utf-8-validate', 'mocha'],
     minify: production,
     sourcemap: !production,
     sourcesContent: false,

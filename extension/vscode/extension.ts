@@ -1,0 +1,300 @@
+/**
+ * The VS Code shell: views, commands, prompts and the status bar around the vscode-free core
+ * (extension/core), which does the protocol, the cryptography and the transfers. Every command and
+ * listener is registered in `context.subscriptions`, so deactivation releases all of it.
+ */
+import * as vscode from 'vscode';
+import { SftError, toSftError } from '../core/errors';
+import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity';
+import { escapeForDisplay } from '../core/names';
+import { peerIdentity, type PeerInfo } from '../core/protocol';
+import { createLog, type Log } from './log';
+import { PeersView } from './peers-view';
+import { Receiver, openReceived, revealReceived, type SaveTarget } from './receive';
+import { RelayHost, parseInvite } from './relay-host';
+import { Sender, wasShown, type SendToOptions } from './send';
+import { Session } from './session';
+import { settings } from './settings';
+import { StatusBar } from './status-bar';
+import { Transfers, TransfersView, type TransferEntry } from './transfers';
+
+/** What activate() returns: for other extensions and for the extension-host tests. */
+export interface SecureFileTransferApi {
+  readonly session: Session;
+  readonly transfers: Transfers;
+  readonly relayHost: RelayHost;
+  readonly peersView: vscode.TreeDataProvider<PeerInfo>;
+  readonly transfersView: vscode.TreeDataProvider<TransferEntry>;
+  /** Only when VS Code runs the extension's tests (ExtensionMode.Test): to check where secrets went. */
+  readonly testing?: { readonly context: vscode.ExtensionContext };
+}
+
+/** Kept so deactivate can wait for the embedded relay to close its port and audit log. */
+let stopRelay: (() => Promise<void>) | undefined;
+
+export function activate(context: vscode.ExtensionContext): SecureFileTransferApi {
+  const log = createLog();
+  const session = new Session(context, log);
+  const transfers = new Transfers();
+  const relayHost = new RelayHost(context, log);
+  stopRelay = () => relayHost.stop();
+  const sender = new Sender(session, transfers, log);
+  const receiver = new Receiver(transfers, log);
+  const peersView = new PeersView(session, (uris, peers) => sender.send(uris, peers).then(() => undefined, (e) => showError(e, log)));
+  const statusBar = new StatusBar(session, relayHost);
+  const subscriptions = context.subscriptions;
+  subscriptions.push(log, session, transfers, relayHost, peersView, statusBar);
+
+  const peersTree = vscode.window.createTreeView('secureFileTransfer.peers', { treeDataProvider: peersView, dragAndDropController: peersView, showCollapseAll: false });
+  const transfersView = new TransfersView(transfers);
+  const transfersTree = vscode.window.createTreeView('secureFileTransfer.transfers', { treeDataProvider: transfersView });
+  subscriptions.push(peersTree, transfersTree);
+
+  // Context keys for `when` clauses, the badge on the activity bar, and the status bar.
+  const setContext = (key: string, value: unknown) => void vscode.commands.executeCommand('setContext', `secureFileTransfer.${key}`, value);
+  const refresh = () => {
+    setContext('connection', session.state);
+    setContext('relayRunning', relayHost.running !== undefined);
+    peersTree.message = session.state === 'connecting' ? `Connecting to ${session.relayUrl}…` : undefined;
+    statusBar.update();
+    peersView.refresh();
+  };
+  const refreshTransfers = () => {
+    setContext('hasFinished', transfers.hasFinished);
+    const waiting = transfers.list().filter((t) => t.status === 'offer').length;
+    transfersTree.badge = waiting > 0 ? { value: waiting, tooltip: `${waiting} offer${waiting === 1 ? '' : 's'} waiting for an answer` } : undefined;
+  };
+  let inboxListener: vscode.Disposable | undefined;
+  subscriptions.push(
+    session.onDidChangeState(refresh),
+    session.onDidChangePeers(refresh),
+    session.onDidChangeTrust(() => peersView.refresh()),
+    session.onDidCreateInbox((inbox) => {
+      inboxListener?.dispose();
+      inboxListener = receiver.attach(inbox);
+    }),
+    new vscode.Disposable(() => inboxListener?.dispose()),
+    relayHost.onDidChange(refresh),
+    transfers.onDidChange(refreshTransfers),
+  );
+  refresh();
+  refreshTransfers();
+
+  // ---- Commands. Errors become one notification with the stable code; nothing is thrown at VS Code. ----
+  const register = (id: string, handler: (...args: never[]) => unknown) =>
+    subscriptions.push(
+      vscode.commands.registerCommand(`secureFileTransfer.${id}`, async (...args: never[]) => {
+        try {
+          return await handler(...args);
+        } catch (error) {
+          showError(error, log);
+          return undefined;
+        }
+      }),
+    );
+
+  const connectTo = async (url: string) => {
+    await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Connecting to the relay…' }, () => session.connect(url));
+    const n = session.peers.length;
+    void vscode.window.setStatusBarMessage(`Secure Transfer: connected, ${n} ${n === 1 ? 'peer' : 'peers'} online.`, 4000);
+  };
+
+  register('connect', async (given?: string) => {
+    const input =
+      typeof given === 'string'
+        ? given
+        : await vscode.window.showInputBox({
+            title: 'Connect to Relay',
+            prompt: 'The relay address, or an invite from a teammate who started one (address#token=…).',
+            value: settings.relayUrl() || 'http://127.0.0.1:7474',
+            ignoreFocusOut: true,
+            validateInput: (text) => (URL.canParse(parseInvite(text).url) && /^(https?|wss?):$/.test(new URL(parseInvite(text).url).protocol) ? undefined : 'Enter an address such as https://relay.example.com'),
+          });
+    if (!input) return;
+    const { url, token } = parseInvite(input);
+    if (token) await session.setToken(url, token);
+    await settings.setRelayUrl(url);
+    try {
+      await connectTo(url);
+    } catch (error) {
+      const e = toSftError(error);
+      if (e.code !== 'UNAUTHORIZED' || typeof given === 'string') throw e;
+      // The relay wants a team token: ask for it once, keep it in the OS keychain, try again.
+      if (!(await askForToken(url))) return;
+      await connectTo(url);
+    }
+  });
+
+  const askForToken = async (url: string): Promise<boolean> => {
+    const token = await vscode.window.showInputBox({
+      title: `Team token for ${new URL(url).host}`,
+      prompt: 'The relay admits only holders of a team token. It is stored in your OS keychain (VS Code secret storage), never in settings.',
+      password: true,
+      ignoreFocusOut: true,
+    });
+    if (token === undefined) return false;
+    await session.setToken(url, token.trim() || undefined);
+    return true;
+  };
+
+  register('setTeamToken', async () => {
+    const url = session.relayUrl ?? settings.relayUrl();
+    if (!url) throw new SftError('BAD_MESSAGE', 'Set a relay address first (Connect to Relay…).');
+    if (await askForToken(url)) await connectTo(url);
+  });
+
+  register('disconnect', () => session.disconnect());
+
+  register('startRelay', async () => {
+    const running = await relayHost.start();
+    await session.setToken(running.localUrl, running.token);
+    await connectTo(running.localUrl);
+    const local = settings.relayHost() === '127.0.0.1' || settings.relayHost() === 'localhost';
+    const choice = await vscode.window.showInformationMessage(
+      `Relay running at ${running.inviteUrls[0]}.${local ? ' It accepts connections from this machine only; set secureFileTransfer.relay.host to 0.0.0.0 to let teammates on your network in.' : ' Give teammates the invite so they can connect.'}`,
+      'Copy Invite',
+    );
+    if (choice === 'Copy Invite') await vscode.commands.executeCommand('secureFileTransfer.copyInvite');
+    return running;
+  });
+
+  register('stopRelay', async () => {
+    const running = relayHost.running;
+    if (running && session.relayUrl === running.localUrl) session.disconnect();
+    await relayHost.stop();
+  });
+
+  register('copyInvite', async () => {
+    const invite = relayHost.invite();
+    if (!invite) throw new SftError('BAD_MESSAGE', 'No relay is running in this window. Run "Secure Transfer: Start Relay" first.');
+    await vscode.env.clipboard.writeText(invite);
+    void vscode.window.showInformationMessage('Invite copied. It holds the team token: share it only with teammates, privately. They paste it into "Secure Transfer: Connect to Relay…".');
+  });
+
+  register('showFingerprint', async () => {
+    const identity = await session.identity();
+    const fp = fingerprint(identity);
+    const choice = await vscode.window.showInformationMessage(
+      `Your fingerprint: ${fp}`,
+      { modal: true, detail: `Peer id: ${identity.peerId}\n\nTeammates see this in the Peers view's tooltip. To verify each other, use "Verify Safety Number…" and compare the numbers on a call or in person.` },
+      'Copy',
+    );
+    if (choice === 'Copy') await vscode.env.clipboard.writeText(fp);
+    return fp;
+  });
+
+  register('resetIdentity', async () => {
+    const ok = await vscode.window.showWarningMessage(
+      'Reset your identity?',
+      { modal: true, detail: 'Your keys are deleted and new ones are made. Teammates who verified you will see a KEY CHANGED warning until they verify you again.' },
+      'Reset Identity',
+    );
+    if (ok !== 'Reset Identity') return;
+    const url = session.relayUrl;
+    await session.resetIdentity();
+    const identity = await session.identity();
+    void vscode.window.showInformationMessage(`New identity created. Fingerprint: ${fingerprint(identity)}`);
+    if (url) await connectTo(url);
+  });
+
+  const pickPeer = async (title: string): Promise<PeerInfo | undefined> => {
+    const peers = session.requireClient() && session.peers;
+    if (peers.length === 0) throw new SftError('PEER_OFFLINE', 'Nobody else is online on the relay.');
+    const picked = await vscode.window.showQuickPick(
+      peers.map((peer) => ({ label: escapeForDisplay(peer.name), description: shortPeerId(peer.peerId), peer })),
+      { title },
+    );
+    return picked?.peer;
+  };
+
+  register('verifyPeer', async (given?: PeerInfo) => {
+    const peer = given ?? (await pickPeer('Verify whose safety number?'));
+    if (!peer) return;
+    const identity = await session.identity();
+    const number = safetyNumber(identity, peerIdentity(peer));
+    const verdict = session.verdict(peer);
+    const choice = await vscode.window.showInformationMessage(
+      `Safety number with ${escapeForDisplay(peer.name)}`,
+      {
+        modal: true,
+        detail: `${number}\n\nRead these digits to each other on a call or in person. If they match, nobody sits between you.${verdict === 'changed' ? '\n\nThis name was verified before with a different key.' : ''}\n\nTheir fingerprint: ${fingerprint(peerIdentity(peer))}`,
+      },
+      'They Match',
+    );
+    if (choice === 'They Match') {
+      await session.markVerified(peer);
+      void vscode.window.showInformationMessage(`${escapeForDisplay(peer.name)} is verified.`);
+    }
+  });
+
+  register('sendTo', (uri?: unknown, uris?: unknown, options?: SendToOptions) => sender.sendToCommand(uri, uris, options));
+  register('sendFileToPeer', (peer?: PeerInfo) => sender.sendToPeerCommand(peer));
+
+  const entryOf = (arg: TransferEntry | string | undefined): TransferEntry => {
+    const entry = typeof arg === 'string' ? transfers.get(arg) : arg && transfers.get(arg.id);
+    if (!entry) throw new SftError('UNKNOWN_TRANSFER', 'That transfer is no longer listed.');
+    return entry;
+  };
+  register('saveOffer', (arg?: TransferEntry | string, target?: vscode.Uri) => receiver.save(entryOf(arg), target instanceof vscode.Uri ? target : ('ask' satisfies SaveTarget)));
+  register('saveOfferToDownloads', (arg?: TransferEntry | string) => receiver.save(entryOf(arg), 'downloads'));
+  register('declineOffer', (arg?: TransferEntry | string) => receiver.decline(entryOf(arg)));
+  register('cancelTransfer', (arg?: TransferEntry | string) => entryOf(arg).cancel?.());
+  register('retryTransfer', async (arg?: TransferEntry | string) => {
+    const entry = entryOf(arg);
+    if (!entry.sources || !entry.recipients) throw new SftError('BAD_MESSAGE', 'Only sent transfers can be retried.');
+    await sender.retry(entry.sources, entry.recipients);
+  });
+  register('openReceived', (arg?: TransferEntry | string) => openReceived(entryOf(arg)));
+  register('revealReceived', (arg?: TransferEntry | string) => revealReceived(entryOf(arg)));
+  register('clearFinished', () => transfers.clearFinished());
+
+  register('showStatusActions', async () => {
+    type Action = vscode.QuickPickItem & { command?: string };
+    const actions: Action[] = [];
+    if (session.state === 'connected') actions.push({ label: '$(send) Send to…', command: 'secureFileTransfer.sendTo' }, { label: '$(shield) Verify Safety Number…', command: 'secureFileTransfer.verifyPeer' });
+    if (session.state !== 'connected') actions.push({ label: '$(plug) Connect to Relay…', command: 'secureFileTransfer.connect' });
+    if (session.state !== 'disconnected') actions.push({ label: '$(debug-disconnect) Disconnect', command: 'secureFileTransfer.disconnect' });
+    if (relayHost.running) actions.push({ label: '$(copy) Copy Relay Invite', command: 'secureFileTransfer.copyInvite' }, { label: '$(debug-stop) Stop Relay', command: 'secureFileTransfer.stopRelay' });
+    else actions.push({ label: '$(server-process) Start Relay', command: 'secureFileTransfer.startRelay' });
+    actions.push({ label: '$(key) Show My Fingerprint', command: 'secureFileTransfer.showFingerprint' }, { label: '$(output) Show Log', command: 'secureFileTransfer.showLog' });
+    const picked = await vscode.window.showQuickPick(actions, { title: `Secure Transfer: ${session.state}${session.relayUrl ? ` (${session.relayUrl})` : ''}` });
+    if (picked?.command === 'secureFileTransfer.showLog') log.show();
+    else if (picked?.command) await vscode.commands.executeCommand(picked.command);
+  });
+
+  // Settings that change the connection reconnect it.
+  subscriptions.push(
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      if (!settings.affects(event, 'relayUrl') && !settings.affects(event, 'displayName')) return;
+      const url = settings.relayUrl();
+      if (url && settings.autoConnect() && (session.state !== 'disconnected' || settings.affects(event, 'relayUrl'))) {
+        if (relayHost.running && session.relayUrl === relayHost.running.localUrl && !settings.affects(event, 'displayName')) return;
+        void connectTo(session.relayUrl && !settings.affects(event, 'relayUrl') ? session.relayUrl : url).catch((e) => showError(e, log));
+      }
+    }),
+  );
+
+  if (settings.autoConnect() && settings.relayUrl()) {
+    // Unreachable at start-up is not an error worth a notification: the client keeps retrying.
+    void session.connect(settings.relayUrl()).catch((error) => {
+      const e = toSftError(error);
+      if (e.code === 'RELAY_UNREACHABLE') log.info(`${e.message} Retrying in the background.`);
+      else showError(e, log);
+    });
+  }
+
+  return { session, transfers, relayHost, peersView, transfersView, ...(context.extensionMode === vscode.ExtensionMode.Test ? { testing: { context } } : {}) };
+}
+
+export async function deactivate(): Promise<void> {
+  // Everything else is in context.subscriptions, which VS Code disposes after this.
+  await stopRelay?.();
+  stopRelay = undefined;
+}
+
+function showError(error: unknown, log: Log): void {
+  if (wasShown(error)) return;
+  const e = toSftError(error);
+  log.error(`${e.message} (${e.code})${e.detail instanceof Error ? `: ${e.detail.message}` : ''}`);
+  void vscode.window.showErrorMessage(`${escapeForDisplay(e.message)} (${e.code})`);
+}

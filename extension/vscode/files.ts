@@ -1,0 +1,69 @@
+/**
+ * Between VS Code URIs and the transfer engine, which streams from and to local paths. `file:`
+ * URIs are used in place (streamed, never read whole). Other schemes (virtual and remote file
+ * systems) go through `vscode.workspace.fs`, which reads and writes whole files, so they are copied
+ * through a private temporary folder and capped by the `maxInMemorySize` setting.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as vscode from 'vscode';
+import { SftError } from '../core/errors';
+import { formatBytes } from '../core/format';
+
+export interface LocalPaths {
+  readonly paths: string[];
+  /** Removes any temporary copies. */
+  dispose(): Promise<void>;
+}
+
+export async function toLocalPaths(uris: readonly vscode.Uri[], maxInMemory: number): Promise<LocalPaths> {
+  const local = uris.filter((u) => u.scheme === 'file').map((u) => u.fsPath);
+  const other = uris.filter((u) => u.scheme !== 'file');
+  if (other.length === 0) return { paths: local, dispose: async () => undefined };
+  const staging = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-send-'));
+  const dispose = () => fs.rm(staging, { recursive: true, force: true });
+  try {
+    let budget = maxInMemory;
+    const copy = async (uri: vscode.Uri, target: string): Promise<void> => {
+      const stat = await vscode.workspace.fs.stat(uri);
+      if (stat.type & vscode.FileType.Directory) {
+        await fs.mkdir(target, { mode: 0o700 });
+        for (const [name] of await vscode.workspace.fs.readDirectory(uri)) await copy(vscode.Uri.joinPath(uri, name), path.join(target, name));
+        return;
+      }
+      budget -= stat.size;
+      if (budget < 0) throw tooLarge(maxInMemory);
+      await fs.writeFile(target, await vscode.workspace.fs.readFile(uri), { mode: 0o600 });
+    };
+    const staged: string[] = [];
+    for (const uri of other) {
+      const target = path.join(staging, path.posix.basename(uri.path) || 'file');
+      await copy(uri, target);
+      staged.push(target);
+    }
+    return { paths: [...local, ...staged], dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+/** Copies files received into a local folder onto a non-`file:` destination, within the cap. */
+export async function copyToUri(files: readonly string[], root: string, destination: vscode.Uri): Promise<vscode.Uri[]> {
+  const written: vscode.Uri[] = [];
+  for (const file of files) {
+    const relative = path.relative(root, file).split(path.sep);
+    const target = vscode.Uri.joinPath(destination, ...relative);
+    await vscode.workspace.fs.writeFile(target, await fs.readFile(file));
+    written.push(target);
+  }
+  return written;
+}
+
+export function tooLarge(limit: number): SftError {
+  return new SftError(
+    'FILE_TOO_LARGE',
+    `Files outside the local disk are handled whole in memory, up to ${formatBytes(limit)} (setting secureFileTransfer.maxInMemorySize). Save them to a local folder, or raise the limit.`,
+  );
+}

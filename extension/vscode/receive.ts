@@ -1,0 +1,226 @@
+/**
+ * Receiving: each offer becomes a notification naming the sender (and whether they are verified),
+ * the files and the total size, with Save…, Save to Downloads and Decline. The offer also waits in
+ * the Transfers view, so a dismissed notification loses nothing. Saving shows a cancellable progress
+ * notification and ends with Open / Reveal. Every name shown is escaped.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as vscode from 'vscode';
+import { SftError, toSftError } from '../core/errors';
+import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { escapeForDisplay } from '../core/names';
+import { shortPeerId } from '../core/crypto/identity';
+import type { Inbox, IncomingOffer, ReceiveResult, ConflictPolicy } from '../core/transfer/receiver';
+import { copyToUri, tooLarge } from './files';
+import { settings } from './settings';
+import { describeNames, topLevelNames, type TransferEntry, type Transfers } from './transfers';
+import type { Log } from './log';
+
+const SAVE = 'Save…';
+const SAVE_FOLDER = 'Save to Folder…';
+const SAVE_DOWNLOADS = 'Save to Downloads';
+const DECLINE = 'Decline';
+const VERIFY = 'Verify…';
+
+export type SaveTarget = 'ask' | 'downloads' | vscode.Uri;
+
+export class Receiver {
+  constructor(
+    private readonly transfers: Transfers,
+    private readonly log: Log,
+  ) {}
+
+  /** Listens to a connection's inbox; the returned disposable stops listening. */
+  attach(inbox: Inbox): vscode.Disposable {
+    const onOffer = (offer: IncomingOffer) => void this.onOffer(offer);
+    const onRefused = (r: { from: string; error: SftError }) => {
+      this.log.warn(`Refused an offer from ${shortPeerId(r.from)}: ${r.error.message} (${r.error.code})`);
+      void vscode.window.showWarningMessage(`Refused an offer from ${shortPeerId(r.from)}: ${escapeForDisplay(r.error.message)} (${r.error.code})`);
+    };
+    const onWithdrawn = (w: { transferId: string; from: string; error: SftError }) => {
+      const entry = this.transfers.get(w.transferId);
+      if (entry?.status !== 'offer') return;
+      this.transfers.update(w.transferId, { status: 'cancelled', error: w.error.toJSON() });
+      void vscode.window.showInformationMessage(`${entry.peerLabel} withdrew the offer of ${describeNames(entry.names)}.`);
+    };
+    inbox.on('offer', onOffer);
+    inbox.on('refused', onRefused);
+    inbox.on('withdrawn', onWithdrawn);
+    return new vscode.Disposable(() => {
+      inbox.off('offer', onOffer);
+      inbox.off('refused', onRefused);
+      inbox.off('withdrawn', onWithdrawn);
+    });
+  }
+
+  private async onOffer(offer: IncomingOffer): Promise<void> {
+    const sender = escapeForDisplay(offer.sender.name);
+    const names = topLevelNames(offer.entries.map((e) => e.path));
+    const entry = this.transfers.add({
+      id: offer.transferId,
+      direction: 'receive',
+      peerLabel: sender,
+      names,
+      fileCount: offer.fileCount,
+      totalBytes: offer.totalBytes,
+      startedAt: Date.now(),
+      status: 'offer',
+      offer,
+    });
+    const what = `${describeNames(names)} (${offer.fileCount === 1 ? '' : `${offer.fileCount} files, `}${formatBytes(offer.totalBytes)})`;
+    const single = isSingleFile(offer);
+    if (offer.senderTrust === 'changed') {
+      const choice = await vscode.window.showWarningMessage(
+        `KEY CHANGED: ${sender} wants to send you ${what}, but this name was verified with a different key. It may be someone else, or a relay in the middle.`,
+        VERIFY,
+        DECLINE,
+      );
+      if (choice === VERIFY) await vscode.commands.executeCommand('secureFileTransfer.verifyPeer', offer.sender);
+      else if (choice === DECLINE) this.decline(entry);
+      // Otherwise the offer waits in the Transfers view, where Save asks again.
+      return;
+    }
+    const badge = offer.senderTrust === 'verified' ? ' (verified)' : ' (not verified)';
+    const recipients = offer.recipientCount > 1 ? ` (also sent to ${offer.recipientCount - 1} other${offer.recipientCount > 2 ? 's' : ''})` : '';
+    const choice = await vscode.window.showInformationMessage(`${sender}${badge} wants to send you ${what}${recipients}.`, single ? SAVE : SAVE_FOLDER, SAVE_DOWNLOADS, DECLINE);
+    if (entry.status !== 'offer') {
+      // Withdrawn (or answered from the Transfers view) while the notification was up.
+      if (choice && entry.status === 'cancelled') void vscode.window.showInformationMessage(`The offer of ${describeNames(names)} is no longer available: ${entry.error?.message ?? 'withdrawn'}.`);
+      return;
+    }
+    if (choice === DECLINE) this.decline(entry);
+    else if (choice === SAVE || choice === SAVE_FOLDER) await this.save(entry, 'ask').catch((e) => this.showFailure(e));
+    else if (choice === SAVE_DOWNLOADS) await this.save(entry, 'downloads').catch((e) => this.showFailure(e));
+  }
+
+  decline(entry: TransferEntry): void {
+    if (entry.status !== 'offer' || !entry.offer) return;
+    entry.offer.decline();
+    this.transfers.update(entry.id, { status: 'declined' });
+  }
+
+  /**
+   * Saves an offer. `ask` opens the save dialog (a folder picker for several files); `downloads` uses
+   * the download folder setting; a URI saves there (a file for one file, else a folder).
+   */
+  async save(entry: TransferEntry, target: SaveTarget): Promise<ReceiveResult | undefined> {
+    const offer = entry.offer;
+    if (entry.status !== 'offer' || !offer) throw new SftError('UNKNOWN_TRANSFER', 'This offer is no longer waiting for an answer.');
+    if (offer.senderTrust === 'changed') {
+      const ok = await vscode.window.showWarningMessage(
+        `KEY CHANGED: ${entry.peerLabel}'s key is not the one you verified.`,
+        { modal: true, detail: 'Accept these files only if you know why the key changed. Comparing safety numbers again (Verify…) removes this warning.' },
+        'Accept Anyway',
+      );
+      if (ok !== 'Accept Anyway') return undefined;
+    }
+    const single = isSingleFile(offer);
+    const destination = await this.destination(entry, offer, single, target);
+    if (!destination) return undefined;
+    if (entry.status !== 'offer') throw new SftError('UNKNOWN_TRANSFER', `The offer of ${describeNames(entry.names)} was withdrawn.`);
+
+    // Non-file destinations are written whole through VS Code: received into a private folder first.
+    const remote = destination.folder.scheme !== 'file';
+    if (remote && offer.totalBytes > settings.maxInMemorySize()) throw tooLarge(settings.maxInMemorySize());
+    const directory = remote ? await fs.mkdtemp(path.join(os.tmpdir(), 'sft-receive-')) : destination.folder.fsPath;
+    const controller = new AbortController();
+    entry.offer = undefined;
+    this.transfers.update(entry.id, { status: 'active', cancel: () => controller.abort() });
+    try {
+      if (!remote) await fs.mkdir(directory, { recursive: true });
+      const result = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Receiving ${describeNames(entry.names)} from ${entry.peerLabel}`, cancellable: true },
+        async (progress, token) => {
+          token.onCancellationRequested(() => controller.abort());
+          let reported = 0;
+          return offer.accept({
+            directory,
+            ...(destination.saveAs ? { saveAs: destination.saveAs } : {}),
+            onConflict: destination.onConflict,
+            signal: controller.signal,
+            onProgress: (p) => {
+              const percent = p.total > 0 ? (p.bytes / p.total) * 100 : 100;
+              progress.report({ increment: percent - reported, message: `${Math.floor(percent)}% of ${formatBytes(p.total)} · ${formatRate(p.rate)}` });
+              reported = percent;
+              this.transfers.progress(entry.id, p);
+            },
+          });
+        },
+      );
+      const saved = remote ? (await copyToUri(result.files.map((f) => f.savedAs), directory, destination.folder)).map((u) => u.toString()) : result.files.map((f) => f.savedAs);
+      this.transfers.update(entry.id, { status: 'done', savedTo: saved });
+      void this.announce(entry, result);
+      return result;
+    } catch (error) {
+      const e = toSftError(error);
+      this.transfers.update(entry.id, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      if (e.code === 'CANCELLED') return undefined;
+      throw e;
+    } finally {
+      if (remote) await fs.rm(directory, { recursive: true, force: true });
+    }
+  }
+
+  private async destination(entry: TransferEntry, offer: IncomingOffer, single: boolean, target: SaveTarget): Promise<{ folder: vscode.Uri; saveAs?: string; onConflict: ConflictPolicy } | undefined> {
+    const downloads = vscode.Uri.file(settings.downloadFolder());
+    if (target === 'downloads') return { folder: downloads, onConflict: 'rename' };
+    if (target instanceof vscode.Uri) {
+      if (!single) return { folder: target, onConflict: 'rename' };
+      // One file: a URI names the file to write, unless it is an existing folder.
+      const isFolder = await vscode.workspace.fs.stat(target).then((s) => (s.type & vscode.FileType.Directory) !== 0, () => false);
+      return isFolder ? { folder: target, onConflict: 'rename' } : { folder: vscode.Uri.joinPath(target, '..'), saveAs: path.posix.basename(target.path), onConflict: 'overwrite' };
+    }
+    if (single) {
+      const name = offer.entries.find((e) => e.type === 'file')!.path;
+      // The save dialog asks before replacing a file, so the answer is the user's consent to overwrite.
+      const uri = await vscode.window.showSaveDialog({ title: `Save ${entry.names[0]} from ${entry.peerLabel}`, defaultUri: vscode.Uri.joinPath(downloads, name), saveLabel: 'Save' });
+      return uri ? { folder: vscode.Uri.joinPath(uri, '..'), saveAs: path.posix.basename(uri.path), onConflict: 'overwrite' } : undefined;
+    }
+    const picked = await vscode.window.showOpenDialog({ title: `Save ${describeNames(entry.names)} from ${entry.peerLabel} into…`, defaultUri: downloads, canSelectFiles: false, canSelectFolders: true, canSelectMany: false, openLabel: 'Save Here' });
+    return picked?.[0] ? { folder: picked[0], onConflict: 'rename' } : undefined;
+  }
+
+  private async announce(entry: TransferEntry, result: ReceiveResult): Promise<void> {
+    const seconds = result.durationMs / 1000;
+    const first = result.files[0]?.savedAs;
+    const what = result.files.length === 1 && first ? escapeForDisplay(path.basename(first)) : `${result.files.length} files`;
+    const choice = await vscode.window.showInformationMessage(
+      `Saved ${what} (${formatBytes(result.plainBytes)}) from ${entry.peerLabel} in ${formatDuration(seconds)} (${formatRate(result.plainBytes / Math.max(seconds, 0.001))}); every chunk verified.`,
+      ...(result.files.length === 1 ? ['Open'] : []),
+      'Reveal in Explorer',
+    );
+    if (choice === 'Open') await openReceived(entry);
+    else if (choice === 'Reveal in Explorer') await revealReceived(entry);
+  }
+
+  showFailure(error: unknown): void {
+    const e = toSftError(error);
+    this.log.error(`Receiving failed: ${e.message} (${e.code})`);
+    void vscode.window.showErrorMessage(`Could not save: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.`);
+  }
+}
+
+function isSingleFile(offer: IncomingOffer): boolean {
+  return offer.entries.length === 1 && offer.entries[0]!.type === 'file' && !offer.entries[0]!.path.includes('/');
+}
+
+const uriOf = (saved: string) => (/^[a-z][a-z0-9+.-]+:\/\//i.test(saved) ? vscode.Uri.parse(saved, true) : vscode.Uri.file(saved));
+
+export async function openReceived(entry: TransferEntry): Promise<void> {
+  const first = entry.savedTo?.[0];
+  if (first) await vscode.commands.executeCommand('vscode.open', uriOf(first));
+}
+
+export async function revealReceived(entry: TransferEntry): Promise<void> {
+  const first = entry.savedTo?.[0];
+  if (!first) return;
+  const uri = uriOf(first);
+  // The OS file manager is not reachable in a remote or browser window: fall back to the Explorer.
+  try {
+    await vscode.commands.executeCommand('revealFileInOS', uri);
+  } catch {
+    await vscode.commands.executeCommand('revealInExplorer', uri);
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * Sending: "Send to…" from the Explorer, editor tabs, the command palette, the Peers view and drag
+ * and drop all end in `send()`, which asks for recipients when none are given, warns about changed
+ * keys, and runs the transfer engine under a cancellable progress notification.
+ */
+import path from 'node:path';
+import * as vscode from 'vscode';
+import { SftError, toSftError } from '../core/errors';
+import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { escapeForDisplay } from '../core/names';
+import { shortPeerId } from '../core/crypto/identity';
+import type { PeerInfo } from '../core/protocol';
+import { sendFiles, type SendResult } from '../core/transfer/sender';
+import { toLocalPaths } from './files';
+import { settings } from './settings';
+import type { Session } from './session';
+import { topLevelNames, type Transfers } from './transfers';
+import type { Log } from './log';
+
+/** Trailing argument for scripted use (keybindings, other extensions, tests): who to send to. */
+export interface SendToOptions {
+  readonly to?: readonly string[];
+}
+
+export class Sender {
+  constructor(
+    private readonly session: Session,
+    private readonly transfers: Transfers,
+    private readonly log: Log,
+  ) {}
+
+  /**
+   * The Send to… command. Menus call it as (uri, uris) from the Explorer, (uri, editorContext) from
+   * editor tabs, and with nothing from the palette; scripts may add `{ to: [name or peer id] }`.
+   */
+  async sendToCommand(uri?: unknown, uris?: unknown, options?: SendToOptions): Promise<SendResult | undefined> {
+    const chosen = Array.isArray(uris) && uris.every((u) => u instanceof vscode.Uri) && uris.length > 0 ? (uris as vscode.Uri[]) : uri instanceof vscode.Uri ? [uri] : await this.pickFiles();
+    if (!chosen || chosen.length === 0) return undefined;
+    const client = this.session.requireClient();
+    const peers = options?.to ? options.to.map((p) => client.findPeer(p)) : await this.pickPeers(chosen);
+    if (!peers || peers.length === 0) return undefined;
+    return this.send(chosen, peers);
+  }
+
+  /** From a peer in the Peers view: choose what to send. */
+  async sendToPeerCommand(peer: PeerInfo | undefined): Promise<SendResult | undefined> {
+    const target = peer ?? (await this.pickPeers([]))?.[0];
+    if (!target) return undefined;
+    const chosen = await this.pickFiles(`Send to ${escapeForDisplay(target.name)}`);
+    if (!chosen || chosen.length === 0) return undefined;
+    return this.send(chosen, [target]);
+  }
+
+  private async pickFiles(title = 'Send to…'): Promise<vscode.Uri[] | undefined> {
+    const active = vscode.window.activeTextEditor?.document.uri;
+    if (active && !active.scheme.startsWith('untitled') && title === 'Send to…') return [active];
+    return vscode.window.showOpenDialog({ title, canSelectFiles: true, canSelectFolders: true, canSelectMany: true, openLabel: 'Send' });
+  }
+
+  private async pickPeers(uris: readonly vscode.Uri[]): Promise<PeerInfo[] | undefined> {
+    const peers = this.session.requireClient().peers;
+    if (peers.size === 0) {
+      void vscode.window.showInformationMessage('Nobody else is online on the relay. Teammates appear in the Peers view when they connect.');
+      return undefined;
+    }
+    const items = this.session.peers.map((peer) => {
+      const verdict = this.session.verdict(peer);
+      return {
+        label: escapeForDisplay(peer.name),
+        description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
+        detail: verdict === 'changed' ? 'This name was verified with a different key: verify again before sending.' : undefined,
+        peer,
+      };
+    });
+    const what = uris.length === 1 ? escapeForDisplay(path.posix.basename(uris[0]!.path)) : `${uris.length} items`;
+    const picked = await vscode.window.showQuickPick(items, {
+      title: uris.length ? `Send ${what} to…` : 'Send to…',
+      placeHolder: 'Choose one or more teammates',
+      canPickMany: uris.length > 0,
+      matchOnDescription: true,
+    });
+    if (!picked) return undefined;
+    return (Array.isArray(picked) ? picked : [picked]).map((i) => i.peer);
+  }
+
+  /** Sends `uris` to `peers`, with a progress notification; resolves with the engine's result. */
+  async send(uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<SendResult | undefined> {
+    const client = this.session.requireClient();
+    for (const peer of peers) {
+      if (this.session.verdict(peer) !== 'changed') continue;
+      // Pinned keys: a changed key needs an explicit yes each time, until verified again.
+      const answer = await vscode.window.showWarningMessage(
+        `KEY CHANGED: "${escapeForDisplay(peer.name)}" was verified with a different key.`,
+        { modal: true, detail: 'This may be someone else using the name, or a relay in the middle. Compare safety numbers before sending anything sensitive.' },
+        'Verify…',
+        'Send Anyway',
+      );
+      if (answer === 'Verify…') {
+        await vscode.commands.executeCommand('secureFileTransfer.verifyPeer', peer);
+        return undefined;
+      }
+      if (answer !== 'Send Anyway') return undefined;
+    }
+    const local = await toLocalPaths(uris, settings.maxInMemorySize());
+    const names = topLevelNames(local.paths.map((p) => path.basename(p)));
+    const peerLabel = peers.map((p) => escapeForDisplay(p.name)).join(', ');
+    const controller = new AbortController();
+    let transferId: string | undefined;
+    try {
+      const result = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Sending ${names.length === 1 ? names[0] : `${names.length} items`} to ${peerLabel}`, cancellable: true },
+        async (progress, token) => {
+          token.onCancellationRequested(() => controller.abort());
+          progress.report({ message: 'waiting for an answer…' });
+          let reported = 0;
+          return sendFiles(client, {
+            paths: local.paths,
+            to: peers,
+            signal: controller.signal,
+            onOffered: (id, sources) => {
+              transferId = id;
+              this.transfers.add({
+                id,
+                direction: 'send',
+                peerLabel,
+                names,
+                fileCount: sources.files.length,
+                totalBytes: sources.totalBytes,
+                startedAt: Date.now(),
+                status: 'waiting',
+                sources: [...uris],
+                recipients: [...peers],
+                cancel: () => controller.abort(),
+              });
+            },
+            onProgress: (p) => {
+              const percent = p.total > 0 ? (p.bytes / p.total) * 100 : 100;
+              progress.report({ increment: percent - reported, message: `${Math.floor(percent)}% of ${formatBytes(p.total)} · ${formatRate(p.rate)}` });
+              reported = percent;
+              this.transfers.progress(p.transferId, p);
+            },
+          });
+        },
+      );
+      this.report(result, peers, names);
+      return result;
+    } catch (error) {
+      const e = toSftError(error);
+      if (transferId) this.transfers.update(transferId, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      if (e.code === 'CANCELLED') return undefined;
+      this.log.error(`Sending to ${peerLabel} failed: ${e.message} (${e.code})`);
+      void this.offerRetry(`Could not send: ${e.message} (${e.code})`, uris, peers);
+      throw markShown(e);
+    } finally {
+      await local.dispose();
+    }
+  }
+
+  private report(result: SendResult, peers: readonly PeerInfo[], names: readonly string[]): void {
+    const nameOf = (peerId: string) => escapeForDisplay(peers.find((p) => p.peerId === peerId)?.name ?? peerId);
+    const what = names.length === 1 ? names[0]! : `${result.files} files`;
+    const delivered = result.recipients.filter((r) => r.outcome === 'done');
+    const failed = result.recipients.filter((r) => r.outcome === 'failed');
+    const declined = result.recipients.filter((r) => r.outcome === 'declined');
+    const status = delivered.length > 0 ? 'done' : declined.length === result.recipients.length ? 'declined' : 'failed';
+    const firstFailure = failed[0]?.outcome === 'failed' ? failed[0] : undefined;
+    this.transfers.update(result.transferId, { status, ...(firstFailure && status === 'failed' ? { error: { code: firstFailure.code, message: firstFailure.message } } : {}) });
+    const seconds = result.durationMs / 1000;
+    if (delivered.length > 0) {
+      void vscode.window.showInformationMessage(
+        `Delivered ${what} (${formatBytes(result.plainBytes)}) to ${delivered.map((r) => nameOf(r.peerId)).join(', ')} in ${formatDuration(seconds)} (${formatRate(result.plainBytes / Math.max(seconds, 0.001))}).`,
+      );
+    }
+    for (const r of declined) void vscode.window.showInformationMessage(`${nameOf(r.peerId)} declined ${what}.`);
+    for (const r of failed) {
+      if (r.outcome !== 'failed') continue;
+      this.log.warn(`Not delivered to ${nameOf(r.peerId)}: ${r.message} (${r.code})`);
+      const peer = peers.find((p) => p.peerId === r.peerId);
+      void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${escapeForDisplay(r.message)} (${r.code})`, result.transferId ? (this.transfers.get(result.transferId)?.sources ?? []) : [], peer ? [peer] : []);
+    }
+  }
+
+  private async offerRetry(message: string, uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<void> {
+    const canRetry = uris.length > 0 && peers.length > 0;
+    const choice = await vscode.window.showErrorMessage(message, ...(canRetry ? ['Retry'] : []));
+    if (choice === 'Retry') await this.retry(uris, peers);
+  }
+
+  /** Sends again what a finished transfer sent, to whichever of its recipients are online. */
+  async retry(uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<void> {
+    const client = this.session.requireClient();
+    const online = peers.filter((p) => client.peers.has(p.peerId)).map((p) => client.peers.get(p.peerId)!);
+    if (online.length === 0) throw new SftError('PEER_OFFLINE', `${peers.map((p) => escapeForDisplay(p.name)).join(', ')} ${peers.length === 1 ? 'is' : 'are'} not online.`);
+    await this.send(uris, online).catch(() => undefined);
+  }
+}
+
+const SHOWN = Symbol('shown');
+/** Marks an error the user has already been shown, so the command wrapper does not show it twice. */
+export function markShown(error: SftError): SftError {
+  (error as SftError & { [SHOWN]?: boolean })[SHOWN] = true;
+  return error;
+}
+export function wasShown(error: unknown): boolean {
+  return (error as { [SHOWN]?: boolean } | undefined)?.[SHOWN] === true;
+}

@@ -1,0 +1,269 @@
+/**
+ * The extension in a real VS Code, against a real relay process, with a second real client (the
+ * same core the command-line client uses, over socket.io-client) playing the teammate. Nothing of
+ * VS Code is faked: commands run through the command service, settings through the configuration
+ * service, secrets through SecretStorage.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'mocha';
+import * as vscode from 'vscode';
+import { RelayClient } from '../../../extension/core/client';
+import { Identity, fingerprint, shortPeerId } from '../../../extension/core/crypto/identity';
+import { IDENTITY_SECRET_KEY } from '../../../extension/core/keystore';
+import { Inbox, type IncomingOffer } from '../../../extension/core/transfer/receiver';
+import { sendFiles, type SendResult } from '../../../extension/core/transfer/sender';
+import { peerInfo, type PeerInfo } from '../../../extension/core/protocol';
+import type { SecureFileTransferApi } from '../../../extension/vscode/extension';
+import type { TransferEntry } from '../../../extension/vscode/transfers';
+import { suiteContext, type SuiteContext } from './context';
+
+const EXTENSION_ID = 'secure-file-transfer.secure-file-transfer';
+
+async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}.`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function sha256(file: string): Promise<string> {
+  return crypto.createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+async function randomFile(file: string, bytes: number): Promise<string> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(file, crypto.randomBytes(bytes));
+  return file;
+}
+
+/** A teammate: a real client of the same relay, with an inbox. */
+async function teammate(ctx: Pick<SuiteContext, 'relayUrl' | 'token'>, name: string): Promise<{ client: RelayClient; inbox: Inbox; info: PeerInfo }> {
+  const identity = Identity.generate();
+  const client = new RelayClient({ url: ctx.relayUrl, identity, name, token: ctx.token, reconnect: false });
+  await client.connect();
+  const inbox = new Inbox(client);
+  return { client, inbox, info: peerInfo(identity, name) };
+}
+
+const nextOffer = (inbox: Inbox) => new Promise<IncomingOffer>((resolve) => inbox.once('offer', resolve));
+
+export function registerExtensionTests(): void {
+  describe('Secure File Transfer in VS Code', function () {
+    let ctx: SuiteContext;
+    let api: SecureFileTransferApi;
+    let bob: Awaited<ReturnType<typeof teammate>>;
+    const cleanup: Array<() => unknown> = [];
+
+    before(async function () {
+      ctx = suiteContext();
+      const extension = vscode.extensions.getExtension<SecureFileTransferApi>(EXTENSION_ID);
+      assert.ok(extension, `extension ${EXTENSION_ID} is installed`);
+      // Tests start before onStartupFinished: activate explicitly.
+      api = await extension.activate();
+    });
+
+    after(async function () {
+      for (const step of cleanup.reverse()) await step();
+    });
+
+    it('activates in test mode and registers every contributed command', async function () {
+      const extension = vscode.extensions.getExtension(EXTENSION_ID)!;
+      assert.equal(extension.isActive, true);
+      assert.ok(api.testing, 'activate() exposes the context in test mode');
+      const contributed = (extension.packageJSON.contributes.commands as Array<{ command: string }>).map((c) => c.command);
+      assert.ok(contributed.length >= 15);
+      const registered = new Set(await vscode.commands.getCommands(true));
+      assert.deepEqual(contributed.filter((c) => !registered.has(c)), [], 'every contributed command has a handler');
+    });
+
+    it('starts disconnected: no relay URL is configured', function () {
+      assert.equal(vscode.workspace.getConfiguration('secureFileTransfer').get('relayUrl'), '');
+      assert.equal(api.session.state, 'disconnected');
+      assert.deepEqual(api.peersView.getChildren(undefined), []);
+    });
+
+    it('connects with an invite: the address goes to settings, the token to SecretStorage', async function () {
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
+      assert.equal(api.session.state, 'connected');
+      assert.equal(vscode.workspace.getConfiguration('secureFileTransfer').get('relayUrl'), ctx.relayUrl);
+      assert.equal(await api.session.getToken(ctx.relayUrl), ctx.token);
+    });
+
+    it('lists a teammate in the Peers view, with the fingerprint in the tooltip', async function () {
+      bob = await teammate(ctx, 'Bob');
+      cleanup.push(() => bob.client.closeGracefully());
+      const peer = await waitFor('Bob in the Peers view', () => (api.peersView.getChildren(undefined) as PeerInfo[]).find((p) => p.peerId === bob.info.peerId));
+      const item = await api.peersView.getTreeItem(peer);
+      assert.equal(item.label, 'Bob');
+      assert.equal(item.description, shortPeerId(bob.info.peerId));
+      assert.equal(item.contextValue, 'peer.new');
+      const tooltip = (item.tooltip as vscode.MarkdownString).value;
+      assert.ok(tooltip.includes(fingerprint(bob.client.identity)), 'tooltip shows the fingerprint');
+    });
+
+    it('shows a verified badge once the safety number is confirmed', async function () {
+      const peer = api.session.peers.find((p) => p.peerId === bob.info.peerId)!;
+      await api.session.markVerified(peer);
+      const item = await api.peersView.getTreeItem(peer);
+      assert.match(String(item.description), /verified/);
+      assert.equal(item.contextValue, 'peer.verified');
+    });
+
+    it('escapes a hostile display name before it reaches the UI', async function () {
+      const mallory = await teammate(ctx, 'mallory\u202Egpj.exe');
+      cleanup.push(() => mallory.client.closeGracefully());
+      const peer = await waitFor('mallory listed', () => api.session.peers.find((p) => p.peerId === mallory.info.peerId));
+      const item = await api.peersView.getTreeItem(peer);
+      assert.ok(!String(item.label).includes('\u202E'), 'no raw bidi override in the label');
+      assert.match(String(item.label), /\\u\{202E\}/);
+      await mallory.client.closeGracefully();
+      await waitFor('mallory gone', () => !api.session.peers.some((p) => p.peerId === mallory.info.peerId));
+    });
+
+    it('sends a file from a URI to a teammate (Send to…), byte-identical', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'send', 'design.bin'), 3 * 2 ** 20 + 12345);
+      const bobDir = path.join(ctx.scratch, 'bob-received');
+      const received = nextOffer(bob.inbox).then((offer) => offer.accept({ directory: bobDir }));
+      const uri = vscode.Uri.file(source);
+      const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', uri, [uri], { to: [bob.info.peerId] });
+      assert.ok(result, 'the command returns the result');
+      assert.deepEqual(result.recipients, [{ peerId: bob.info.peerId, outcome: 'done' }]);
+      const saved = await received;
+      assert.equal(saved.files.length, 1);
+      assert.equal(await sha256(saved.files[0]!.savedAs), await sha256(source));
+      const entry = api.transfers.get(result.transferId)!;
+      assert.equal(entry.status, 'done');
+      assert.equal(entry.direction, 'send');
+      const item = await api.transfersView.getTreeItem(entry);
+      assert.match(String(item.label), /design\.bin/);
+      assert.match(String(item.description), /to Bob .* delivered/);
+    });
+
+    it('sends several selected files and a folder in one transfer', async function () {
+      const a = await randomFile(path.join(ctx.scratch, 'multi', 'a.txt'), 1000);
+      const folder = path.join(ctx.scratch, 'multi', 'assets');
+      await randomFile(path.join(folder, 'logo.png'), 70_000);
+      await randomFile(path.join(folder, 'nested', 'icon.svg'), 900);
+      const bobDir = path.join(ctx.scratch, 'bob-multi');
+      const received = nextOffer(bob.inbox).then((offer) => offer.accept({ directory: bobDir }));
+      const uris = [vscode.Uri.file(a), vscode.Uri.file(folder)];
+      const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', uris[0], uris, { to: ['Bob'] });
+      assert.equal(result?.recipients[0]?.outcome, 'done');
+      await received;
+      assert.equal(await sha256(path.join(bobDir, 'assets', 'nested', 'icon.svg')), await sha256(path.join(folder, 'nested', 'icon.svg')));
+      assert.equal(await sha256(path.join(bobDir, 'a.txt')), await sha256(a));
+    });
+
+    it('lists an incoming offer and saves it where the user chose', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'minutes.pdf'), 2 * 2 ** 20 + 7);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo] });
+      const entry = await waitFor<TransferEntry>('the offer in the Transfers view', () => api.transfers.list().find((t) => t.direction === 'receive' && t.status === 'offer'));
+      assert.equal(entry.peerLabel, 'Bob');
+      assert.deepEqual(entry.names, ['minutes.pdf']);
+      assert.equal(entry.totalBytes, 2 * 2 ** 20 + 7);
+      const item = await api.transfersView.getTreeItem(entry);
+      assert.equal(item.contextValue, 'offer');
+      const target = path.join(ctx.scratch, 'my-downloads', 'renamed minutes.pdf');
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
+      assert.equal((await sent).recipients[0]?.outcome, 'done');
+      assert.equal(await sha256(target), await sha256(source));
+      assert.equal(api.transfers.get(entry.id)?.status, 'done');
+      assert.deepEqual(api.transfers.get(entry.id)?.savedTo, [target]);
+      const done = await api.transfersView.getTreeItem(api.transfers.get(entry.id)!);
+      assert.match(String(done.contextValue), /open/);
+      // Nothing but the chosen file appeared in the folder (no temporary leftovers).
+      assert.deepEqual(await fs.readdir(path.dirname(target)), ['renamed minutes.pdf']);
+    });
+
+    it('declines an incoming offer, and the sender learns it', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'unwanted.zip'), 5000);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo] });
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'unwanted.zip'));
+      await vscode.commands.executeCommand('secureFileTransfer.declineOffer', entry.id);
+      assert.deepEqual((await sent).recipients, [{ peerId: bob.info.peerId, outcome: 'declined' }]);
+      assert.equal(api.transfers.get(entry.id)?.status, 'declined');
+    });
+
+    it('takes a withdrawn offer down: it can no longer be saved', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'oops.txt'), 100);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const controller = new AbortController();
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo], signal: controller.signal }).catch((e: Error) => e);
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'oops.txt'));
+      controller.abort();
+      await sent;
+      await waitFor('withdrawn', () => api.transfers.get(entry.id)?.status === 'cancelled');
+      const target = path.join(ctx.scratch, 'never', 'oops.txt');
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
+      await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+    });
+
+    it('keeps keys and tokens in SecretStorage only: not in settings, not in global state', async function () {
+      const context = api.testing!.context;
+      const stored = await context.secrets.get(IDENTITY_SECRET_KEY);
+      assert.ok(stored, 'the identity is in SecretStorage');
+      const secret = JSON.parse(stored) as { sign: string; agree: string };
+      const identity = Identity.fromSecret(secret);
+      assert.equal(identity.peerId, api.session.requireClient().identity.peerId, 'the stored keys are the ones in use');
+      const forbidden = [secret.sign, secret.agree, ctx.token];
+      const globalState = JSON.stringify(context.globalState.keys().map((k) => [k, context.globalState.get(k)]));
+      const workspaceState = JSON.stringify(context.workspaceState.keys().map((k) => [k, context.workspaceState.get(k)]));
+      const settings = JSON.stringify(vscode.workspace.getConfiguration('secureFileTransfer'));
+      const userSettings = JSON.stringify(vscode.workspace.getConfiguration().inspect('secureFileTransfer'));
+      for (const value of forbidden) {
+        for (const [where, text] of Object.entries({ globalState, workspaceState, settings, userSettings })) assert.ok(!text.includes(value), `a secret leaked into ${where}`);
+      }
+      // The workspace holds nothing of ours either.
+      for (const folder of vscode.workspace.workspaceFolders ?? []) {
+        const settingsFile = path.join(folder.uri.fsPath, '.vscode', 'settings.json');
+        const text = await fs.readFile(settingsFile, 'utf8').catch(() => '');
+        for (const value of forbidden) assert.ok(!text.includes(value), 'a secret leaked into the workspace');
+      }
+    });
+
+    it('starts a relay inside VS Code, connects to it, admits only invite holders, and stops it', async function () {
+      const config = vscode.workspace.getConfiguration('secureFileTransfer');
+      await config.update('relay.port', 0, vscode.ConfigurationTarget.Global);
+      cleanup.push(() => config.update('relay.port', undefined, vscode.ConfigurationTarget.Global));
+      await vscode.commands.executeCommand('secureFileTransfer.startRelay');
+      const running = api.relayHost.running;
+      assert.ok(running, 'the relay runs');
+      assert.equal(api.session.relayUrl, running.localUrl);
+      assert.equal(api.session.state, 'connected');
+      const invite = api.relayHost.invite()!;
+      assert.match(invite, /#token=/);
+
+      // A stranger without the token is refused; a teammate with the invite's token gets in.
+      const stranger = new RelayClient({ url: running.localUrl, identity: Identity.generate(), name: 'stranger', reconnect: false });
+      await assert.rejects(stranger.connect(), { code: 'UNAUTHORIZED' });
+      stranger.close();
+      const carol = await teammate({ relayUrl: running.localUrl, token: running.token }, 'Carol');
+      await waitFor('Carol listed', () => api.session.peers.some((p) => p.name === 'Carol'));
+      const file = await randomFile(path.join(ctx.scratch, 'carol', 'hello.txt'), 4096);
+      const carolDir = path.join(ctx.scratch, 'carol-received');
+      const received = nextOffer(carol.inbox).then((offer) => offer.accept({ directory: carolDir }));
+      const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', vscode.Uri.file(file), undefined, { to: ['Carol'] });
+      assert.equal(result?.recipients[0]?.outcome, 'done');
+      assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(file));
+      await carol.client.closeGracefully();
+
+      await vscode.commands.executeCommand('secureFileTransfer.stopRelay');
+      assert.equal(api.relayHost.running, undefined);
+      assert.equal(api.session.state, 'disconnected');
+      const late = new RelayClient({ url: running.localUrl, identity: Identity.generate(), name: 'late', token: running.token, reconnect: false, connectTimeoutMs: 2000 });
+      await assert.rejects(late.connect(), { code: 'RELAY_UNREACHABLE' });
+      late.close();
+      // The relay's token is a secret too.
+      assert.ok(!JSON.stringify(vscode.workspace.getConfiguration('secureFileTransfer')).includes(running.token));
+    });
+  });
+}
