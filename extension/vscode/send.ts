@@ -73,14 +73,14 @@ export class Sender {
       };
     });
     const what = uris.length === 1 ? escapeForDisplay(path.posix.basename(uris[0]!.path)) : `${uris.length} items`;
-    const picked = await vscode.window.showQuickPick(items, {
-      title: uris.length ? `Send ${what} to…` : 'Send to…',
-      placeHolder: 'Choose one or more teammates',
-      canPickMany: uris.length > 0,
-      matchOnDescription: true,
-    });
-    if (!picked) return undefined;
-    return (Array.isArray(picked) ? picked : [picked]).map((i) => i.peer);
+    const title = uris.length ? `Send ${what} to…` : 'Send to…';
+    // Several recipients can be ticked when there are several to choose from; otherwise one click.
+    if (uris.length > 0 && items.length > 1) {
+      const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Tick one or more teammates, then press Enter', canPickMany: true, matchOnDescription: true });
+      return picked?.map((i) => i.peer);
+    }
+    const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Choose a teammate', matchOnDescription: true });
+    return picked ? [picked.peer] : undefined;
   }
 
   /** Sends `uris` to `peers`, with a progress notification; resolves with the engine's result. */
