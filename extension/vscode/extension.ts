@@ -150,11 +150,13 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     await session.setToken(running.localUrl, running.token);
     await connectTo(running.localUrl);
     const local = settings.relayHost() === '127.0.0.1' || settings.relayHost() === 'localhost';
-    const choice = await vscode.window.showInformationMessage(
-      `Relay running at ${running.inviteUrls[0]}.${local ? ' It accepts connections from this machine only; set secureFileTransfer.relay.host to 0.0.0.0 to let teammates on your network in.' : ' Give teammates the invite so they can connect.'}`,
-      'Copy Invite',
-    );
-    if (choice === 'Copy Invite') await vscode.commands.executeCommand('secureFileTransfer.copyInvite');
+    // Not awaited: the command is done when the relay runs, whether or not the message is answered.
+    void vscode.window
+      .showInformationMessage(
+        `Relay running at ${running.inviteUrls[0]}.${local ? ' It accepts connections from this machine only; set secureFileTransfer.relay.host to 0.0.0.0 to let teammates on your network in.' : ' Give teammates the invite so they can connect.'}`,
+        'Copy Invite',
+      )
+      .then((choice) => (choice === 'Copy Invite' ? vscode.commands.executeCommand('secureFileTransfer.copyInvite') : undefined));
     return running;
   });
 

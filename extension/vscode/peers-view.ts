@@ -43,17 +43,19 @@ export class PeersView implements vscode.TreeDataProvider<PeerInfo>, vscode.Tree
       item.description = shortPeerId(peer.peerId);
       item.iconPath = new vscode.ThemeIcon('account');
     }
-    const tooltip = new vscode.MarkdownString(undefined, false);
-    tooltip.isTrusted = false;
-    tooltip.appendText(`${escapeForDisplay(peer.name)}\n\nFingerprint: ${fp}\nPeer id: ${peer.peerId}\n\n`);
-    tooltip.appendText(
+    // Plain text, not Markdown: nothing a peer chose can be rendered as a link or formatting.
+    item.tooltip = [
+      escapeForDisplay(peer.name),
+      '',
+      `Fingerprint: ${fp}`,
+      `Peer id: ${peer.peerId}`,
+      '',
       verdict === 'verified'
         ? 'You compared safety numbers with this peer.'
         : verdict === 'changed'
           ? 'This name was verified with a different key. It may be someone else, or a relay in the middle. Verify again before sending.'
           : 'Not verified: compare safety numbers (Verify…) to be sure who this is.',
-    );
-    item.tooltip = tooltip;
+    ].join('\n');
     item.contextValue = `peer.${verdict}`;
     return item;
   }

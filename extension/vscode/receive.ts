@@ -137,7 +137,8 @@ export class Receiver {
           let reported = 0;
           return offer.accept({
             directory,
-            ...(destination.saveAs ? { saveAs: destination.saveAs } : {}),
+            // The save dialog's answer is a whole path: the one file written outside `directory` walks.
+            ...(destination.saveAs ? { saveAs: path.join(directory, destination.saveAs) } : {}),
             onConflict: destination.onConflict,
             signal: controller.signal,
             onProgress: (p) => {

@@ -149,16 +149,13 @@ export class TransfersView implements vscode.TreeDataProvider<TransferEntry> {
     item.description = describeStatus(entry);
     item.iconPath = iconOf(entry);
     item.contextValue = contextOf(entry);
-    const tooltip = new vscode.MarkdownString(undefined, false);
-    tooltip.isTrusted = false;
-    tooltip.supportHtml = false;
-    tooltip.appendText(`${entry.direction === 'send' ? 'To' : 'From'}: ${entry.peerLabel}\n`);
-    tooltip.appendText(`${entry.fileCount} file(s), ${formatBytes(entry.totalBytes)}\n`);
-    for (const name of entry.names.slice(0, 10)) tooltip.appendText(`  ${name}\n`);
-    if (entry.names.length > 10) tooltip.appendText(`  … and ${entry.names.length - 10} more\n`);
-    if (entry.error) tooltip.appendText(`\n${entry.error.message} (${entry.error.code})\n`);
-    if (entry.savedTo?.length) tooltip.appendText(`\nSaved to ${entry.savedTo[0]}${entry.savedTo.length > 1 ? ` and ${entry.savedTo.length - 1} more` : ''}\n`);
-    item.tooltip = tooltip;
+    // Plain text, not Markdown: names came from a peer.
+    const lines = [`${entry.direction === 'send' ? 'To' : 'From'}: ${entry.peerLabel}`, `${entry.fileCount} file(s), ${formatBytes(entry.totalBytes)}`];
+    for (const name of entry.names.slice(0, 10)) lines.push(`  ${name}`);
+    if (entry.names.length > 10) lines.push(`  … and ${entry.names.length - 10} more`);
+    if (entry.error) lines.push('', `${entry.error.message} (${entry.error.code})`);
+    if (entry.savedTo?.length) lines.push('', `Saved to ${entry.savedTo[0]}${entry.savedTo.length > 1 ? ` and ${entry.savedTo.length - 1} more` : ''}`);
+    item.tooltip = lines.join('\n');
     if (entry.status === 'offer') item.command = { command: 'secureFileTransfer.saveOffer', title: 'Save…', arguments: [entry] };
     else if (entry.status === 'done' && entry.savedTo?.length === 1) item.command = { command: 'secureFileTransfer.openReceived', title: 'Open', arguments: [entry] };
     return item;
