@@ -19,6 +19,7 @@ import { peerInfo, type PeerInfo } from '../../../extension/core/protocol';
 import type { SecureFileTransferApi } from '../../../extension/vscode/extension';
 import type { TransferEntry } from '../../../extension/vscode/transfers';
 import { suiteContext, type SuiteContext } from './context';
+import { MemoryFileSystem } from './memfs';
 
 const EXTENSION_ID = 'secure-file-transfer.secure-file-transfer';
 
@@ -206,6 +207,50 @@ export function registerExtensionTests(): void {
       const target = path.join(ctx.scratch, 'never', 'oops.txt');
       await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
       await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+    });
+
+    it('sends from and saves to a non-file: file system through workspace.fs, within the size cap', async function () {
+      const memfs = new MemoryFileSystem();
+      const registration = vscode.workspace.registerFileSystemProvider('sftmem', memfs);
+      cleanup.push(() => registration.dispose());
+      const config = vscode.workspace.getConfiguration('secureFileTransfer');
+      cleanup.push(() => config.update('maxInMemorySize', undefined, vscode.ConfigurationTarget.Global));
+      const content = crypto.randomBytes(300_000);
+      const virtual = vscode.Uri.parse('sftmem:/project/notes.bin');
+      await vscode.workspace.fs.createDirectory(vscode.Uri.parse('sftmem:/project'));
+      await vscode.workspace.fs.writeFile(virtual, content);
+
+      // Sending: read through VS Code, delivered intact.
+      const bobDir = path.join(ctx.scratch, 'bob-virtual');
+      const received = nextOffer(bob.inbox).then((offer) => offer.accept({ directory: bobDir }));
+      const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', virtual, [virtual], { to: ['Bob'] });
+      assert.equal(result?.recipients[0]?.outcome, 'done');
+      assert.ok((await fs.readFile((await received).files[0]!.savedAs)).equals(content));
+
+      // Over the cap: refused before anything is offered.
+      await config.update('maxInMemorySize', '100KB', vscode.ConfigurationTarget.Global);
+      let offered = false;
+      const spy = () => (offered = true);
+      bob.inbox.on('offer', spy);
+      const refused = await vscode.commands.executeCommand<SendResult | undefined>('secureFileTransfer.sendTo', virtual, [virtual], { to: ['Bob'] });
+      await new Promise((r) => setTimeout(r, 300));
+      bob.inbox.off('offer', spy);
+      assert.equal(refused, undefined);
+      assert.equal(offered, false, 'nothing was offered');
+
+      // Saving: an offer saved to a virtual folder arrives through VS Code, intact; over the cap it waits.
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'virtual.bin'), 200_000);
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo] });
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'virtual.bin'));
+      const target = vscode.Uri.parse('sftmem:/inbox/got.bin');
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, target);
+      assert.equal(api.transfers.get(entry.id)?.status, 'offer', 'too large for memory: still waiting, nothing accepted');
+      await config.update('maxInMemorySize', '1MiB', vscode.ConfigurationTarget.Global);
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, target);
+      assert.equal((await sent).recipients[0]?.outcome, 'done');
+      assert.ok(Buffer.from(await vscode.workspace.fs.readFile(target)).equals(await fs.readFile(source)));
+      assert.deepEqual(api.transfers.get(entry.id)?.savedTo, [target.toString()]);
     });
 
     it('keeps keys and tokens in SecretStorage only: not in settings, not in global state', async function () {
