@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'test/.host/**', '**/*.d.ts', '.artifacts/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'test/.host/**', 'test/host/node_modules/**', '**/*.d.ts', '.artifacts/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
