@@ -67,6 +67,7 @@ const QUIET_SETTINGS: Record<string, unknown> = {
   'telemetry.telemetryLevel': 'off',
   'workbench.startupEditor': 'none',
   'workbench.tips.enabled': false,
+  'workbench.secondarySideBar.defaultVisibility': 'hidden',
   'workbench.enableExperiments': false,
   'extensions.autoUpdate': false,
   'extensions.autoCheckUpdates': false,

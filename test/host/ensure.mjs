@@ -10,7 +10,7 @@
 //   the native modules are still built by Node 24, because the `node` package puts Node 24 first
 //   on the PATH of every install script.
 // - An npm config with `nodedir` (this machine's says /usr) makes node-gyp compile against the
-//   system Node's headers. npm_config_nodedir points it at the headers that ship with Node 24.
+//   system Node's headers. npm_config_nodedir points it at the ones that ship with Node 24.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -159,7 +159,7 @@ function npmInstall() {
   });
 }
 
-/** Every native module code-server built must load under Node 24; a skipped or mis-targeted build shows here, not as a blank workbench later. */
+/** Every native module code-server built must load under Node 24: a skipped or broken build shows here, not as a workbench that never starts. */
 function verifyInstall() {
   const { node, codeServer, vscodeDir } = hostPaths();
   for (const [what, file] of [['Node 24', node], ['code-server', codeServer]]) {

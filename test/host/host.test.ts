@@ -131,7 +131,7 @@ test('a right-click in the Explorer reaches the extension, and its message shows
     const row = explorerRow(page, 'hello.txt');
     await row.waitFor();
     await screenshot(page, shots, 'workbench');
-    await rightClickMenuItem(page, row, 'Host check: Ping');
+    await rightClickMenuItem(page, row, 'Ping');
     const rows = await notificationRows(page);
     await rows.filter({ hasText: 'hostcheck pong hello.txt' }).waitFor();
     await screenshot(page, shots, 'notification');
