@@ -241,7 +241,7 @@ export async function startCodeServer(opts: StartOptions = {}): Promise<CodeServ
         (stopped ??= (async () => {
           if (child.exitCode === null && child.signalCode === null) {
             killTree(child.pid!, 'SIGTERM');
-            const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+            const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
             // code-server's children may outlive it briefly; the group gets no second chance.
             killTree(child.pid!, 'SIGKILL');
             if (!gone) await exited;

@@ -6,6 +6,7 @@
  *   node --import tsx --test test/host/host.test.ts
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +16,7 @@ import {
   explorerRow,
   launchBrowser,
   notificationRows,
+  notificationToasts,
   openWindow,
   rightClickMenuItem,
   runExtensionSuite,
@@ -28,6 +30,7 @@ const EXTENSION_MANIFEST = {
   name: 'hostcheck',
   publisher: 'sft-test',
   version: '0.0.1',
+  license: 'MIT',
   engines: { vscode: '^1.90.0' },
   main: './extension.js',
   activationEvents: ['onStartupFinished'],
@@ -136,6 +139,27 @@ test('a right-click in the Explorer reaches the extension, and its message shows
     await rows.filter({ hasText: 'hostcheck pong hello.txt' }).waitFor();
     await screenshot(page, shots, 'notification');
     assert.deepEqual(blockedRequests.filter((url) => !url.startsWith('chrome')), [], 'the workbench tried to reach the internet');
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test('a packaged .vsix installs, and its message shows as a toast', async () => {
+  const shots = path.join(ARTIFACTS, 'vsix');
+  const vsix = path.join(tmp, 'hostcheck.vsix');
+  const vsce = path.resolve(__dirname, '..', '..', 'node_modules', '@vscode', 'vsce', 'vsce');
+  const packed = spawnSync(process.execPath, [vsce, 'package', '--allow-missing-repository', '--skip-license', '-o', vsix], { cwd: extensionPath, encoding: 'utf8' });
+  assert.equal(packed.status, 0, `${packed.stdout}\n${packed.stderr}`);
+  const server = await startCodeServer({ installVsix: vsix, name: 'vsix' });
+  const browser = await launchBrowser();
+  try {
+    const page = await openWindow(browser, server, workspace);
+    const row = explorerRow(page, 'hello.txt');
+    await row.waitFor();
+    await rightClickMenuItem(page, row, 'Ping');
+    await notificationToasts(page).filter({ hasText: 'hostcheck pong hello.txt' }).waitFor();
+    await screenshot(page, shots, 'toast');
   } finally {
     await browser.close();
     await server.stop();
