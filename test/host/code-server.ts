@@ -369,7 +369,10 @@ export async function runExtensionSuite(opts: SuiteOptions): Promise<SuiteResult
   let page: Page | undefined;
   const log: string[] = [];
   const result = (code: number, screenshot?: string): SuiteResult => ({ code, log, serverLog: [...server.log], ...(screenshot ? { screenshot } : {}) });
-  const failShot = async () => (opts.screenshotDir && page && !page.isClosed() ? screenshot(page, opts.screenshotDir, 'suite-failed').catch(() => undefined) : undefined);
+  let shot: Promise<string | undefined> | undefined;
+  // One picture per failed run, however it failed.
+  const failShot = () =>
+    (shot ??= opts.screenshotDir && page && !page.isClosed() ? screenshot(page, opts.screenshotDir, 'suite-failed').catch(() => undefined) : Promise.resolve(undefined));
   try {
     browser = await launchBrowser();
     page = await (await newContext(browser)).newPage();
@@ -394,9 +397,9 @@ export async function runExtensionSuite(opts: SuiteOptions): Promise<SuiteResult
     const outcome = await Promise.race([exited, timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
-      const shot = await failShot();
+      const picture = await failShot();
       throw new Error(
-        `the suite ${opts.testsPath} reported no exit within ${timeoutMs} ms${shot ? ` (screenshot: ${shot})` : ''}\n` +
+        `the suite ${opts.testsPath} reported no exit within ${timeoutMs} ms${picture ? ` (screenshot: ${picture})` : ''}\n` +
           `--- host log ---\n${log.slice(-40).join('\n')}\n--- code-server ---\n${server.log.slice(-40).join('\n')}`,
       );
     }
