@@ -78,14 +78,28 @@ const QUIET_SETTINGS: Record<string, unknown> = {
   'git.enabled': false,
 };
 
-/** Servers not yet stopped; killed if the test process exits without stopping them. */
+/**
+ * Servers not yet stopped. Each runs in its own process group, so a Ctrl-C aimed at the tests does
+ * not reach it: they are killed when this process exits, or is interrupted, without stopping them.
+ */
 const running = new Set<{ pid: number; root: string }>();
-process.once('exit', () => {
+function killAllRunning(): void {
   for (const server of running) {
     killTree(server.pid, 'SIGKILL');
     fs.rmSync(server.root, { recursive: true, force: true });
   }
-});
+  running.clear();
+}
+process.once('exit', killAllRunning);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  const onSignal = () => {
+    killAllRunning();
+    // Then die of the signal as if nobody had listened.
+    process.removeListener(signal, onSignal);
+    process.kill(process.pid, signal);
+  };
+  process.on(signal, onSignal);
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
