@@ -9,7 +9,7 @@
  *   the helpers at the bottom of this file and a screenshot at each step.
  *
  * Every server gets a fresh temporary folder for all of its state (HOME, XDG_*, user data,
- * extensions), so tests neither see nor touch the user's VS Code, and each other.
+ * extensions), so tests neither see nor touch the user's VS Code, nor each other.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
