@@ -442,19 +442,32 @@ export function explorerRow(page: Page, name: string): Locator {
 export async function rightClickMenuItem(page: Page, row: Locator, name: string | RegExp, attempts = 5): Promise<void> {
   let lastError: unknown;
   for (let attempt = 1; attempt <= attempts; attempt++) {
+    await closeMenus(page);
     await row.click({ button: 'right' });
-    const item = page.getByRole('menuitem', { name });
+    const item = page.locator('.monaco-menu-container').getByRole('menuitem', { name }).first();
     try {
-      await item.first().waitFor({ state: 'visible', timeout: 2000 });
-      await item.first().click();
+      // On a busy machine the menu itself can take seconds to open.
+      await item.waitFor({ state: 'visible', timeout: 2000 * attempt });
+      await item.click();
+      await closeMenus(page);
       return;
     } catch (error) {
       lastError = error;
-      await page.keyboard.press('Escape');
-      await page.waitForTimeout(500 * attempt);
     }
   }
   throw new Error(`no menu item ${String(name)} after ${attempts} right-clicks`, { cause: lastError });
+}
+
+/**
+ * Closes any open context menu. A menu that opens late (after the Escape meant for it) would
+ * otherwise sit over the window and swallow the next click.
+ */
+export async function closeMenus(page: Page): Promise<void> {
+  const menu = page.locator('.monaco-menu-container');
+  for (let i = 0; i < 5 && (await menu.count()) > 0 && (await menu.first().isVisible()); i++) {
+    await page.keyboard.press('Escape');
+    await menu.first().waitFor({ state: 'hidden', timeout: 1000 }).catch(() => undefined);
+  }
 }
 
 /** Notification toasts as drawn for a user (not drawn at all under the smoke-test driver). */
@@ -465,7 +478,10 @@ export function notificationToasts(page: Page): Locator {
 /** The rows of the Notification Center, which it opens first: works with and without the smoke-test driver. */
 export async function notificationRows(page: Page): Promise<Locator> {
   const center = page.locator('.notifications-center');
-  if (!(await center.isVisible())) await page.locator('[id="status.notifications"]').click();
+  if (!(await center.isVisible())) {
+    await closeMenus(page);
+    await page.locator('[id="status.notifications"]').click();
+  }
   await center.waitFor({ state: 'visible' });
   return center.locator('.monaco-list-row');
 }
