@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import util from 'node:util';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { HOST_DIR, playwright, type Browser, type BrowserContext, type Locator, type Page } from './playwright';
@@ -396,7 +397,8 @@ export async function runExtensionSuite(opts: SuiteOptions): Promise<SuiteResult
     // Both must exist before the workbench loads: it looks for them once, at start.
     await page.exposeFunction('codeAutomationExit', (code: number) => reportExit(Number(code)));
     await page.exposeFunction('codeAutomationLog', (type: string, args: unknown[]) => {
-      const text = (Array.isArray(args) ? args : [args]).map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
+      // The host forwards console calls with their arguments: apply printf-style formats as Node's console would.
+      const text = util.format(...(Array.isArray(args) ? args : [args]));
       log.push(type === 'log' || type === 'info' ? text : `[${type}] ${text}`);
     });
     await page.goto(

@@ -1,0 +1,119 @@
+/**
+ * What a person does, in Chromium, with the packaged extension (.vsix) installed in two VS Code
+ * windows (two code-server instances, separate user data) and a relay: in window A, right-click a
+ * file in the Explorer, Send to…, pick Bob; in window B the notification appears, Save… opens the
+ * save dialog, the file is saved and is byte-identical. Screenshots of every step are kept in
+ * .artifacts/vscode/ui for a reviewer.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { explorerRow, launchBrowser, notificationToasts, openWindow, rightClickMenuItem, screenshot, startCodeServer, type Browser, type CodeServer, type Page } from '../host/code-server';
+import { startRelayProcess } from '../helpers/processes';
+import { ROOT } from './fixture';
+
+const VSIX = path.join(ROOT, 'dist', 'secure-file-transfer.vsix');
+const SHOTS = path.join(ROOT, '.artifacts', 'vscode', 'ui');
+const FILE = 'quarterly-report.bin';
+
+const sha256 = async (file: string) => crypto.createHash('sha256').update(await fs.readFile(file)).digest('hex');
+
+/** The extension's status-bar item, once it says the window sees `n` peers. */
+const connectedWith = (page: Page, n: number) => page.locator('.statusbar-item', { hasText: `${n} ${n === 1 ? 'peer' : 'peers'}` }).first();
+
+test('send a file from one VS Code window to another, as a person would', { timeout: 300_000 }, async () => {
+  await fs.access(VSIX).catch(() => assert.fail(`${VSIX} is missing: run "npm run package" first (npm run test:vscode does).`));
+  await fs.rm(SHOTS, { recursive: true, force: true });
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-ui-'));
+  const { relay, url } = await startRelayProcess();
+  const servers: CodeServer[] = [];
+  let browser: Browser | undefined;
+  try {
+    const folderA = path.join(base, 'alice-project');
+    const folderB = path.join(base, 'bob-project');
+    const downloadsB = path.join(base, 'bob-downloads');
+    for (const dir of [folderA, folderB, downloadsB]) await fs.mkdir(dir, { recursive: true });
+    const source = path.join(folderA, FILE);
+    await fs.writeFile(source, crypto.randomBytes(5 * 2 ** 20 + 321));
+    await fs.writeFile(path.join(folderB, 'notes.md'), '# Bob\n');
+
+    const settings = (name: string, downloads: string) => ({
+      'secureFileTransfer.relayUrl': url,
+      'secureFileTransfer.displayName': name,
+      'secureFileTransfer.downloadFolder': downloads,
+    });
+    const [a, b] = await Promise.all([
+      startCodeServer({ name: 'alice', installVsix: VSIX, settings: settings('Alice', path.join(base, 'alice-downloads')) }),
+      startCodeServer({ name: 'bob', installVsix: VSIX, settings: settings('Bob', downloadsB) }),
+    ]);
+    servers.push(a!, b!);
+    browser = await launchBrowser();
+    const pageA = await openWindow(browser, a!, folderA);
+    const pageB = await openWindow(browser, b!, folderB);
+
+    // Both windows connect on start-up (a relay URL is set) and see each other.
+    await connectedWith(pageA, 1).waitFor({ state: 'visible', timeout: 60_000 });
+    await connectedWith(pageB, 1).waitFor({ state: 'visible', timeout: 60_000 });
+    await screenshot(pageA, SHOTS, 'alice-connected');
+    await screenshot(pageB, SHOTS, 'bob-connected');
+
+    // Window A: right-click the file in the Explorer, Send to…, pick Bob.
+    const row = explorerRow(pageA, FILE);
+    await row.waitFor({ state: 'visible', timeout: 30_000 });
+    await rightClickMenuItem(pageA, row, 'Send to…');
+    const bobItem = pageA.locator('.quick-input-widget .monaco-list-row', { hasText: 'Bob' }).first();
+    await bobItem.waitFor({ state: 'visible', timeout: 15_000 });
+    await screenshot(pageA, SHOTS, 'alice-picks-bob');
+    await bobItem.click();
+
+    // Window B: the offer arrives as a notification naming Alice, the file and its size.
+    const offer = notificationToasts(pageB).filter({ hasText: `wants to send you ${FILE}` }).first();
+    await offer.waitFor({ state: 'visible', timeout: 30_000 });
+    const offerText = await offer.innerText();
+    assert.match(offerText, /Alice \(not verified\) wants to send you quarterly-report\.bin \(5\.\d+ MB\)/);
+    await pageB.waitForTimeout(400); // let the toast finish sliding in
+    await screenshot(pageB, SHOTS, 'bob-sees-offer');
+    await offer.locator('.monaco-button', { hasText: 'Save…' }).first().click();
+
+    // The save dialog (VS Code's own, in a browser window) proposes the download folder.
+    const dialogInput = pageB.locator('.quick-input-widget input').first();
+    await dialogInput.waitFor({ state: 'visible', timeout: 15_000 });
+    await pageB.waitForTimeout(500);
+    await screenshot(pageB, SHOTS, 'bob-save-dialog');
+    const target = path.join(downloadsB, 'report-from-alice.bin');
+    await dialogInput.fill(target);
+    await dialogInput.press('Enter');
+
+    // Saved, verified, with Open and Reveal offered.
+    const saved = notificationToasts(pageB).filter({ hasText: 'every chunk verified' }).first();
+    await saved.waitFor({ state: 'visible', timeout: 60_000 });
+    assert.match(await saved.innerText(), /Saved report-from-alice\.bin/);
+    await saved.locator('.monaco-button', { hasText: 'Open' }).first().waitFor({ state: 'visible' });
+    await pageB.waitForTimeout(400);
+    await screenshot(pageB, SHOTS, 'bob-saved');
+    const delivered = notificationToasts(pageA).filter({ hasText: 'Delivered quarterly-report.bin' }).first();
+    await delivered.waitFor({ state: 'visible', timeout: 30_000 });
+    await pageA.waitForTimeout(400);
+    await screenshot(pageA, SHOTS, 'alice-delivered');
+
+    // The Secure Transfer views: Bob sees Alice online and the finished transfer.
+    await pageB.locator('.activitybar .action-item a[aria-label^="Secure Transfer"]').first().click();
+    const alice = pageB.locator('.pane-body .monaco-list-row', { hasText: 'Alice' }).first();
+    await alice.waitFor({ state: 'visible', timeout: 15_000 });
+    const transfer = pageB.locator('.pane-body .monaco-list-row', { hasText: FILE }).filter({ hasText: 'from Alice' }).first();
+    await transfer.waitFor({ state: 'visible', timeout: 15_000 });
+    assert.match(await transfer.innerText(), /from Alice .* saved/);
+    await screenshot(pageB, SHOTS, 'bob-views');
+
+    assert.equal(await sha256(target), await sha256(source), 'the saved file is byte-identical');
+    assert.deepEqual((await fs.readdir(downloadsB)).sort(), ['report-from-alice.bin'], 'nothing else was written');
+  } finally {
+    await browser?.close().catch(() => undefined);
+    await Promise.all(servers.map((s) => s.stop()));
+    await relay.stop();
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
