@@ -39,7 +39,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   const relayHost = new RelayHost(context, log);
   stopRelay = () => relayHost.stop();
   const sender = new Sender(session, transfers, log);
-  const receiver = new Receiver(transfers, log);
+  const receiver = new Receiver(session.onDidChangeState, transfers, log);
   const peersView = new PeersView(session, (uris, peers) => sender.send(uris, peers).then(() => undefined, (e) => showError(e, log)));
   const statusBar = new StatusBar(session, relayHost);
   const subscriptions = context.subscriptions;

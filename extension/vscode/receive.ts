@@ -13,7 +13,9 @@ import { formatBytes, formatDuration, formatRate } from '../core/format';
 import { escapeForDisplay } from '../core/names';
 import { shortPeerId } from '../core/crypto/identity';
 import type { Inbox, IncomingOffer, ReceiveResult, ConflictPolicy } from '../core/transfer/receiver';
+import type { ConnectionState } from '../core/client';
 import { copyToUri, tooLarge } from './files';
+import { progressReporter, reportConnection } from './progress';
 import { settings } from './settings';
 import { describeNames, topLevelNames, type TransferEntry, type Transfers } from './transfers';
 import type { Log } from './log';
@@ -28,6 +30,8 @@ export type SaveTarget = 'ask' | 'downloads' | vscode.Uri;
 
 export class Receiver {
   constructor(
+    /** The connection's state, so a progress notification can say when it is waiting to resume. */
+    private readonly onDidChangeState: vscode.Event<ConnectionState>,
     private readonly transfers: Transfers,
     private readonly log: Log,
   ) {}
@@ -134,20 +138,15 @@ export class Receiver {
         { location: vscode.ProgressLocation.Notification, title: `Receiving ${describeNames(entry.names)} from ${entry.peerLabel}`, cancellable: true },
         async (progress, token) => {
           token.onCancellationRequested(() => controller.abort());
-          let reported = 0;
+          const connection = reportConnection(this.onDidChangeState, progress);
           return offer.accept({
             directory,
             // The save dialog's answer is a whole path: the one file written outside `directory` walks.
             ...(destination.saveAs ? { saveAs: path.join(directory, destination.saveAs) } : {}),
             onConflict: destination.onConflict,
             signal: controller.signal,
-            onProgress: (p) => {
-              const percent = p.total > 0 ? (p.bytes / p.total) * 100 : 100;
-              progress.report({ increment: percent - reported, message: `${Math.floor(percent)}% of ${formatBytes(p.total)} · ${formatRate(p.rate)}` });
-              reported = percent;
-              this.transfers.progress(entry.id, p);
-            },
-          });
+            onProgress: progressReporter(progress, (p) => this.transfers.progress(entry.id, p)),
+          }).finally(() => connection.dispose());
         },
       );
       const saved = remote ? (await copyToUri(result.files.map((f) => f.savedAs), directory, destination.folder)).map((u) => u.toString()) : result.files.map((f) => f.savedAs);

@@ -12,6 +12,7 @@ import { shortPeerId } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { sendFiles, type SendResult } from '../core/transfer/sender';
 import { toLocalPaths } from './files';
+import { progressReporter, reportConnection } from './progress';
 import { settings } from './settings';
 import type { Session } from './session';
 import { topLevelNames, type Transfers } from './transfers';
@@ -112,7 +113,7 @@ export class Sender {
         async (progress, token) => {
           token.onCancellationRequested(() => controller.abort());
           progress.report({ message: 'waiting for an answer…' });
-          let reported = 0;
+          const connection = reportConnection(this.session.onDidChangeState, progress);
           return sendFiles(client, {
             paths: local.paths,
             to: peers,
@@ -133,13 +134,8 @@ export class Sender {
                 cancel: () => controller.abort(),
               });
             },
-            onProgress: (p) => {
-              const percent = p.total > 0 ? (p.bytes / p.total) * 100 : 100;
-              progress.report({ increment: percent - reported, message: `${Math.floor(percent)}% of ${formatBytes(p.total)} · ${formatRate(p.rate)}` });
-              reported = percent;
-              this.transfers.progress(p.transferId, p);
-            },
-          });
+            onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
+          }).finally(() => connection.dispose());
         },
       );
       this.report(result, peers, names);

@@ -18,6 +18,7 @@ import { sendFiles, type SendResult } from '../../../extension/core/transfer/sen
 import { peerInfo, type PeerInfo } from '../../../extension/core/protocol';
 import type { SecureFileTransferApi } from '../../../extension/vscode/extension';
 import type { TransferEntry } from '../../../extension/vscode/transfers';
+import { startTapProxy } from '../../../scripts/tap-proxy';
 import { suiteContext, type SuiteContext } from './context';
 import { MemoryFileSystem } from './memfs';
 
@@ -251,6 +252,35 @@ export function registerExtensionTests(): void {
       assert.equal((await sent).recipients[0]?.outcome, 'done');
       assert.ok(Buffer.from(await vscode.workspace.fs.readFile(target)).equals(await fs.readFile(source)));
       assert.deepEqual(api.transfers.get(entry.id)?.savedTo, [target.toString()]);
+    });
+
+    it('resumes a transfer when the connection drops in the middle; the window reconnects by itself', async function () {
+      // A TCP proxy between this window and the relay, cut once 6 MB have gone through: a network failure.
+      let forwarded = 0;
+      let cut = false;
+      const tap = await startTapProxy(ctx.relayUrl, (direction, data) => {
+        if (direction !== 'to-relay') return;
+        forwarded += data.length;
+        if (!cut && forwarded > 6e6) {
+          cut = true;
+          setImmediate(() => tap.cut());
+        }
+      });
+      cleanup.push(() => tap.close());
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${tap.url}#token=${encodeURIComponent(ctx.token)}`);
+      await waitFor('Bob seen through the tap', () => api.session.peers.some((p) => p.peerId === bob.info.peerId));
+      const states: string[] = [];
+      const watch = api.session.onDidChangeState((state) => states.push(state));
+      const source = await randomFile(path.join(ctx.scratch, 'big', 'dataset.bin'), 24 * 2 ** 20 + 5);
+      const bobDir = path.join(ctx.scratch, 'bob-resumed');
+      const received = nextOffer(bob.inbox).then((offer) => offer.accept({ directory: bobDir }));
+      const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', vscode.Uri.file(source), undefined, { to: ['Bob'] });
+      watch.dispose();
+      assert.equal(cut, true, 'the connection was cut');
+      assert.ok(states.includes('connecting') && states.at(-1) === 'connected', `the window reconnected by itself (${states.join(' → ')})`);
+      assert.deepEqual(result?.recipients, [{ peerId: bob.info.peerId, outcome: 'done' }]);
+      assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(source));
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
     });
 
     it('keeps keys and tokens in SecretStorage only: not in settings, not in global state', async function () {
