@@ -23,7 +23,7 @@ export interface SecureFileTransferApi {
   readonly session: Session;
   readonly transfers: Transfers;
   readonly relayHost: RelayHost;
-  readonly peersView: vscode.TreeDataProvider<PeerInfo>;
+  readonly peersView: vscode.TreeDataProvider<PeerInfo> & vscode.TreeDragAndDropController<PeerInfo>;
   readonly transfersView: vscode.TreeDataProvider<TransferEntry>;
   /** Only when VS Code runs the extension's tests (ExtensionMode.Test): to check where secrets went. */
   readonly testing?: { readonly context: vscode.ExtensionContext };
@@ -118,6 +118,11 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       await connectTo(url);
     } catch (error) {
       const e = toSftError(error);
+      if (e.code === 'RELAY_UNREACHABLE' && session.state === 'connecting') {
+        // The client keeps trying with backoff; the status bar shows when it gets through.
+        void vscode.window.showWarningMessage(`Could not reach the relay at ${url} yet; retrying in the background.`);
+        return;
+      }
       if (e.code !== 'UNAUTHORIZED' || typeof given === 'string') throw e;
       // The relay wants a team token: ask for it once, keep it in the OS keychain, try again.
       if (!(await askForToken(url))) return;

@@ -163,6 +163,19 @@ export function registerExtensionTests(): void {
       assert.equal(await sha256(path.join(bobDir, 'a.txt')), await sha256(a));
     });
 
+    it('sends Explorer items dropped on a peer in the Peers view', async function () {
+      const dropped = await randomFile(path.join(ctx.scratch, 'drop', 'sketch.png'), 150_000);
+      const bobDir = path.join(ctx.scratch, 'bob-dropped');
+      const received = nextOffer(bob.inbox).then((offer) => offer.accept({ directory: bobDir }));
+      const peer = api.session.peers.find((p) => p.peerId === bob.info.peerId)!;
+      assert.ok(api.peersView.dropMimeTypes.includes('text/uri-list'), 'the Peers view accepts Explorer drops');
+      // What the Explorer puts on the clipboard of a drag: a text/uri-list.
+      const data = new vscode.DataTransfer();
+      data.set('text/uri-list', new vscode.DataTransferItem(`${vscode.Uri.file(dropped).toString()}\r\n`));
+      await api.peersView.handleDrop!(peer, data, new vscode.CancellationTokenSource().token);
+      assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(dropped));
+    });
+
     it('lists an incoming offer and saves it where the user chose', async function () {
       const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'minutes.pdf'), 2 * 2 ** 20 + 7);
       const meInfo = peerInfo(api.session.requireClient().identity, 'me');
