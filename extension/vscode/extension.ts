@@ -6,7 +6,7 @@
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
 import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity';
-import { escapeForDisplay } from '../core/names';
+import { safeText } from './text';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
 import { createLog, type Log } from './log';
 import { PeersView } from './peers-view';
@@ -39,7 +39,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   const relayHost = new RelayHost(context, log);
   stopRelay = () => relayHost.stop();
   const sender = new Sender(session, transfers, log);
-  const receiver = new Receiver(session.onDidChangeState, transfers, log);
+  const receiver = new Receiver(session.onDidChangeState, (peer) => session.verdict(peer), transfers, log);
   const peersView = new PeersView(session, (uris, peers) => sender.send(uris, peers).then(() => undefined, (e) => showError(e, log)));
   const statusBar = new StatusBar(session, relayHost);
   const subscriptions = context.subscriptions;
@@ -65,8 +65,16 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     transfersTree.badge = waiting > 0 ? { value: waiting, tooltip: `${waiting} offer${waiting === 1 ? '' : 's'} waiting for an answer` } : undefined;
   };
   let inboxListener: vscode.Disposable | undefined;
+  // Offers not yet answered cannot be accepted once the connection they came on is gone.
+  const dropUnansweredOffers = (state: string) => {
+    if (state === 'connected') return;
+    for (const t of transfers.list()) {
+      if (t.status === 'offer') transfers.update(t.id, { status: 'cancelled', error: { code: 'PEER_GONE', message: 'The connection closed before you answered; the sender may offer it again.' } });
+    }
+  };
   subscriptions.push(
     session.onDidChangeState(refresh),
+    session.onDidChangeState(dropUnansweredOffers),
     session.onDidChangePeers(refresh),
     session.onDidChangeTrust(() => peersView.refresh()),
     session.onDidCreateInbox((inbox) => {
@@ -94,7 +102,8 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     );
 
   const connectTo = async (url: string) => {
-    await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Connecting to the relay…' }, () => session.connect(url));
+    const connecting = session.connect(url); // at once: the session says "connecting to url" from here on
+    await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Connecting to the relay…' }, () => connecting);
     const n = session.peers.length;
     void vscode.window.setStatusBarMessage(`Secure Transfer: connected, ${n} ${n === 1 ? 'peer' : 'peers'} online.`, 4000);
   };
@@ -112,10 +121,13 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
           });
     if (!input) return;
     const { url, token } = parseInvite(input);
+    if (!(await confirmIfBusy('Connecting to another relay'))) return;
     if (token) await session.setToken(url, token);
-    await settings.setRelayUrl(url);
     try {
-      await connectTo(url);
+      // Connect first, then remember the address: the settings listener sees it is already in use.
+      const connecting = connectTo(url);
+      await settings.setRelayUrl(url);
+      await connecting;
     } catch (error) {
       const e = toSftError(error);
       if (e.code === 'RELAY_UNREACHABLE' && session.state === 'connecting') {
@@ -148,9 +160,29 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     if (await askForToken(url)) await connectTo(url);
   });
 
-  register('disconnect', () => session.disconnect());
+  /**
+   * Closing the connection ends the transfers running on it: say so, and cancel them cleanly (their
+   * partial files are removed) rather than leave them waiting for a connection that will not return.
+   */
+  const confirmIfBusy = async (what: string): Promise<boolean> => {
+    const running = transfers.list().filter((t) => t.status === 'active' || t.status === 'waiting');
+    if (running.length === 0) return true;
+    const answer = await vscode.window.showWarningMessage(
+      `${what} cancels ${running.length} running transfer${running.length === 1 ? '' : 's'}.`,
+      { modal: true },
+      'Cancel Transfers and Continue',
+    );
+    if (answer !== 'Cancel Transfers and Continue') return false;
+    for (const t of running) t.cancel?.();
+    return true;
+  };
+
+  register('disconnect', async () => {
+    if (await confirmIfBusy('Disconnecting')) session.disconnect();
+  });
 
   register('startRelay', async () => {
+    if (session.state !== 'disconnected' && !(await confirmIfBusy('Switching to your own relay'))) return;
     const running = await relayHost.start();
     await session.setToken(running.localUrl, running.token);
     await connectTo(running.localUrl);
@@ -167,7 +199,10 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   register('stopRelay', async () => {
     const running = relayHost.running;
-    if (running && session.relayUrl === running.localUrl) session.disconnect();
+    if (running && session.relayUrl === running.localUrl) {
+      if (!(await confirmIfBusy('Stopping the relay'))) return;
+      session.disconnect();
+    }
     await relayHost.stop();
   });
 
@@ -196,7 +231,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       { modal: true, detail: 'Your keys are deleted and new ones are made. Teammates who verified you will see a KEY CHANGED warning until they verify you again.' },
       'Reset Identity',
     );
-    if (ok !== 'Reset Identity') return;
+    if (ok !== 'Reset Identity' || !(await confirmIfBusy('Resetting your identity'))) return;
     const url = session.relayUrl;
     await session.resetIdentity();
     const identity = await session.identity();
@@ -208,7 +243,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const peers = session.requireClient() && session.peers;
     if (peers.length === 0) throw new SftError('PEER_OFFLINE', 'Nobody else is online on the relay.');
     const picked = await vscode.window.showQuickPick(
-      peers.map((peer) => ({ label: escapeForDisplay(peer.name), description: shortPeerId(peer.peerId), peer })),
+      peers.map((peer) => ({ label: safeText(peer.name), description: shortPeerId(peer.peerId), peer })),
       { title },
     );
     return picked?.peer;
@@ -221,7 +256,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const number = safetyNumber(identity, peerIdentity(peer));
     const verdict = session.verdict(peer);
     const choice = await vscode.window.showInformationMessage(
-      `Safety number with ${escapeForDisplay(peer.name)}`,
+      `Safety number with ${safeText(peer.name)}`,
       {
         modal: true,
         detail: `${number}\n\nRead these digits to each other on a call or in person. If they match, nobody sits between you.${verdict === 'changed' ? '\n\nThis name was verified before with a different key.' : ''}\n\nTheir fingerprint: ${fingerprint(peerIdentity(peer))}`,
@@ -230,7 +265,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     );
     if (choice === 'They Match') {
       await session.markVerified(peer);
-      void vscode.window.showInformationMessage(`${escapeForDisplay(peer.name)} is verified.`);
+      void vscode.window.showInformationMessage(`${safeText(peer.name)} is verified.`);
     }
   });
 
@@ -269,26 +304,41 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     else if (picked?.command) await vscode.commands.executeCommand(picked.command);
   });
 
-  // Settings that change the connection reconnect it.
+  /** An invite pasted straight into the relayUrl setting: the token moves to SecretStorage. */
+  const moveInviteTokenOutOfSettings = async (): Promise<string> => {
+    const { url, token } = parseInvite(settings.relayUrl());
+    if (!token) return url;
+    await session.setToken(url, token);
+    await settings.setRelayUrl(url);
+    log.info('Moved the team token from the relayUrl setting to secret storage.');
+    return url;
+  };
+  const quietConnect = (url: string) =>
+    session.connect(url).catch((error) => {
+      const e = toSftError(error);
+      // Unreachable is not worth a notification: the client keeps retrying. Superseded is not an error.
+      if (e.code === 'RELAY_UNREACHABLE') log.info(`${e.message} Retrying in the background.`);
+      else if (e.code !== 'CANCELLED') showError(e, log);
+    });
+
+  // Settings that change the connection reconnect it (not while transfers run: they would be cut).
   subscriptions.push(
-    vscode.workspace.onDidChangeConfiguration((event) => {
+    vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!settings.affects(event, 'relayUrl') && !settings.affects(event, 'displayName')) return;
-      const url = settings.relayUrl();
-      if (url && settings.autoConnect() && (session.state !== 'disconnected' || settings.affects(event, 'relayUrl'))) {
-        if (relayHost.running && session.relayUrl === relayHost.running.localUrl && !settings.affects(event, 'displayName')) return;
-        void connectTo(session.relayUrl && !settings.affects(event, 'relayUrl') ? session.relayUrl : url).catch((e) => showError(e, log));
+      const url = await moveInviteTokenOutOfSettings();
+      const busy = transfers.list().some((t) => t.status === 'active' || t.status === 'waiting');
+      if (settings.affects(event, 'relayUrl')) {
+        // The Connect command writes the setting for a connection it already started.
+        if (!url || url === session.relayUrl || !settings.autoConnect() || busy) return;
+        void quietConnect(url);
+      } else if (session.relayUrl && session.state !== 'disconnected') {
+        if (busy) log.info('The new display name takes effect at the next connection (transfers are running).');
+        else void quietConnect(session.relayUrl);
       }
     }),
   );
 
-  if (settings.autoConnect() && settings.relayUrl()) {
-    // Unreachable at start-up is not an error worth a notification: the client keeps retrying.
-    void session.connect(settings.relayUrl()).catch((error) => {
-      const e = toSftError(error);
-      if (e.code === 'RELAY_UNREACHABLE') log.info(`${e.message} Retrying in the background.`);
-      else showError(e, log);
-    });
-  }
+  if (settings.autoConnect() && settings.relayUrl()) void moveInviteTokenOutOfSettings().then((url) => quietConnect(url));
 
   return { session, transfers, relayHost, peersView, transfersView, ...(context.extensionMode === vscode.ExtensionMode.Test ? { testing: { context } } : {}) };
 }
@@ -303,5 +353,5 @@ function showError(error: unknown, log: Log): void {
   if (wasShown(error)) return;
   const e = toSftError(error);
   log.error(`${e.message} (${e.code})${e.detail instanceof Error ? `: ${e.detail.message}` : ''}`);
-  void vscode.window.showErrorMessage(`${escapeForDisplay(e.message)} (${e.code})`);
+  void vscode.window.showErrorMessage(`${safeText(e.message)} (${e.code})`);
 }

@@ -49,16 +49,39 @@ export async function toLocalPaths(uris: readonly vscode.Uri[], maxInMemory: num
   }
 }
 
-/** Copies files received into a local folder onto a non-`file:` destination, within the cap. */
-export async function copyToUri(files: readonly string[], root: string, destination: vscode.Uri): Promise<vscode.Uri[]> {
+/**
+ * Copies files received into a local folder onto a non-`file:` destination. An existing file is
+ * only replaced when `overwrite` (the user said so in a save dialog); otherwise the copy gets a free
+ * name, "name (1).ext". All or nothing: on a failure, what was copied so far is deleted again.
+ */
+export async function copyToUri(files: readonly string[], root: string, destination: vscode.Uri, overwrite: boolean): Promise<vscode.Uri[]> {
   const written: vscode.Uri[] = [];
-  for (const file of files) {
-    const relative = path.relative(root, file).split(path.sep);
-    const target = vscode.Uri.joinPath(destination, ...relative);
-    await vscode.workspace.fs.writeFile(target, await fs.readFile(file));
-    written.push(target);
+  try {
+    for (const file of files) {
+      const relative = path.relative(root, file).split(path.sep);
+      let target = vscode.Uri.joinPath(destination, ...relative);
+      if (!overwrite) target = await freeName(target);
+      await vscode.workspace.fs.writeFile(target, await fs.readFile(file));
+      written.push(target);
+    }
+    return written;
+  } catch (error) {
+    await Promise.all(written.map((uri) => vscode.workspace.fs.delete(uri).then(undefined, () => undefined)));
+    throw error;
   }
-  return written;
+}
+
+async function freeName(target: vscode.Uri): Promise<vscode.Uri> {
+  const exists = (uri: vscode.Uri) => vscode.workspace.fs.stat(uri).then(() => true, () => false);
+  if (!(await exists(target))) return target;
+  const name = path.posix.basename(target.path);
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  for (let n = 1; n < 10_000; n++) {
+    const candidate = vscode.Uri.joinPath(target, '..', `${stem} (${n})${ext}`);
+    if (!(await exists(candidate))) return candidate;
+  }
+  throw new SftError('FILE_EXISTS', `Could not find a free name for ${name}.`);
 }
 
 export function tooLarge(limit: number): SftError {

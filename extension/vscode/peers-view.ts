@@ -5,7 +5,7 @@
  */
 import * as vscode from 'vscode';
 import { fingerprint, shortPeerId } from '../core/crypto/identity';
-import { escapeForDisplay } from '../core/names';
+import { safeText } from './text';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
 import type { Session } from './session';
 
@@ -30,7 +30,7 @@ export class PeersView implements vscode.TreeDataProvider<PeerInfo>, vscode.Tree
 
   getTreeItem(peer: PeerInfo): vscode.TreeItem {
     const verdict = this.session.verdict(peer);
-    const item = new vscode.TreeItem(escapeForDisplay(peer.name));
+    const item = new vscode.TreeItem(safeText(peer.name));
     item.id = peer.peerId;
     const fp = fingerprint(peerIdentity(peer));
     if (verdict === 'verified') {
@@ -45,7 +45,7 @@ export class PeersView implements vscode.TreeDataProvider<PeerInfo>, vscode.Tree
     }
     // Plain text, not Markdown: nothing a peer chose can be rendered as a link or formatting.
     item.tooltip = [
-      escapeForDisplay(peer.name),
+      safeText(peer.name),
       '',
       `Fingerprint: ${fp}`,
       `Peer id: ${peer.peerId}`,

@@ -10,10 +10,12 @@ import path from 'node:path';
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
 import { formatBytes, formatDuration, formatRate } from '../core/format';
-import { escapeForDisplay } from '../core/names';
+import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { Inbox, IncomingOffer, ReceiveResult, ConflictPolicy } from '../core/transfer/receiver';
 import type { ConnectionState } from '../core/client';
+import type { PeerInfo } from '../core/protocol';
+import type { TrustVerdict } from '../core/trust';
 import { copyToUri, tooLarge } from './files';
 import { progressReporter, reportConnection } from './progress';
 import { settings } from './settings';
@@ -25,6 +27,7 @@ const SAVE_FOLDER = 'Save to Folder…';
 const SAVE_DOWNLOADS = 'Save to Downloads';
 const DECLINE = 'Decline';
 const VERIFY = 'Verify…';
+const REVEAL = 'Reveal in File Explorer';
 
 export type SaveTarget = 'ask' | 'downloads' | vscode.Uri;
 
@@ -32,6 +35,8 @@ export class Receiver {
   constructor(
     /** The connection's state, so a progress notification can say when it is waiting to resume. */
     private readonly onDidChangeState: vscode.Event<ConnectionState>,
+    /** The sender's standing now (the user may have verified them since the offer arrived). */
+    private readonly verdictOf: (peer: PeerInfo) => TrustVerdict,
     private readonly transfers: Transfers,
     private readonly log: Log,
   ) {}
@@ -40,8 +45,8 @@ export class Receiver {
   attach(inbox: Inbox): vscode.Disposable {
     const onOffer = (offer: IncomingOffer) => void this.onOffer(offer);
     const onRefused = (r: { from: string; error: SftError }) => {
-      this.log.warn(`Refused an offer from ${shortPeerId(r.from)}: ${r.error.message} (${r.error.code})`);
-      void vscode.window.showWarningMessage(`Refused an offer from ${shortPeerId(r.from)}: ${escapeForDisplay(r.error.message)} (${r.error.code})`);
+      this.log.warn(`Refused an offer from ${shortPeerId(r.from)}: ${safeText(r.error.message)} (${r.error.code})`);
+      void vscode.window.showWarningMessage(`Refused an offer from ${shortPeerId(r.from)}: ${safeText(r.error.message)} (${r.error.code})`);
     };
     const onWithdrawn = (w: { transferId: string; from: string; error: SftError }) => {
       const entry = this.transfers.get(w.transferId);
@@ -60,7 +65,7 @@ export class Receiver {
   }
 
   private async onOffer(offer: IncomingOffer): Promise<void> {
-    const sender = escapeForDisplay(offer.sender.name);
+    const sender = safeText(offer.sender.name);
     const names = topLevelNames(offer.entries.map((e) => e.path));
     const entry = this.transfers.add({
       id: offer.transferId,
@@ -91,7 +96,7 @@ export class Receiver {
     const choice = await vscode.window.showInformationMessage(`${sender}${badge} wants to send you ${what}${recipients}.`, single ? SAVE : SAVE_FOLDER, SAVE_DOWNLOADS, DECLINE);
     if (entry.status !== 'offer') {
       // Withdrawn (or answered from the Transfers view) while the notification was up.
-      if (choice && entry.status === 'cancelled') void vscode.window.showInformationMessage(`The offer of ${describeNames(names)} is no longer available: ${entry.error?.message ?? 'withdrawn'}.`);
+      if (choice && entry.status === 'cancelled') void vscode.window.showInformationMessage(`The offer of ${describeNames(names)} is no longer available: ${safeText(entry.error?.message ?? 'withdrawn')}.`);
       return;
     }
     if (choice === DECLINE) this.decline(entry);
@@ -111,8 +116,12 @@ export class Receiver {
    */
   async save(entry: TransferEntry, target: SaveTarget): Promise<ReceiveResult | undefined> {
     const offer = entry.offer;
+    if (entry.status === 'active' || entry.status === 'done') {
+      void vscode.window.showInformationMessage(`${describeNames(entry.names)} is already ${entry.status === 'active' ? 'being saved' : 'saved'}.`);
+      return undefined;
+    }
     if (entry.status !== 'offer' || !offer) throw new SftError('UNKNOWN_TRANSFER', 'This offer is no longer waiting for an answer.');
-    if (offer.senderTrust === 'changed') {
+    if (this.verdictOf(offer.sender) === 'changed') {
       const ok = await vscode.window.showWarningMessage(
         `KEY CHANGED: ${entry.peerLabel}'s key is not the one you verified.`,
         { modal: true, detail: 'Accept these files only if you know why the key changed. Comparing safety numbers again (Verify…) removes this warning.' },
@@ -149,7 +158,7 @@ export class Receiver {
           }).finally(() => connection.dispose());
         },
       );
-      const saved = remote ? (await copyToUri(result.files.map((f) => f.savedAs), directory, destination.folder)).map((u) => u.toString()) : result.files.map((f) => f.savedAs);
+      const saved = remote ? (await copyToUri(result.files.map((f) => f.savedAs), directory, destination.folder, destination.onConflict === 'overwrite')).map((u) => u.toString()) : result.files.map((f) => f.savedAs);
       this.transfers.update(entry.id, { status: 'done', savedTo: saved });
       void this.announce(entry, result);
       return result;
@@ -185,20 +194,20 @@ export class Receiver {
   private async announce(entry: TransferEntry, result: ReceiveResult): Promise<void> {
     const seconds = result.durationMs / 1000;
     const first = result.files[0]?.savedAs;
-    const what = result.files.length === 1 && first ? escapeForDisplay(path.basename(first)) : `${result.files.length} files`;
+    const what = result.files.length === 1 && first ? safeText(path.basename(first)) : `${result.files.length} files`;
     const choice = await vscode.window.showInformationMessage(
       `Saved ${what} (${formatBytes(result.plainBytes)}) from ${entry.peerLabel} in ${formatDuration(seconds)} (${formatRate(result.plainBytes / Math.max(seconds, 0.001))}); every chunk verified.`,
       ...(result.files.length === 1 ? ['Open'] : []),
-      'Reveal in Explorer',
+      REVEAL,
     );
     if (choice === 'Open') await openReceived(entry);
-    else if (choice === 'Reveal in Explorer') await revealReceived(entry);
+    else if (choice === REVEAL) await revealReceived(entry);
   }
 
   showFailure(error: unknown): void {
     const e = toSftError(error);
-    this.log.error(`Receiving failed: ${e.message} (${e.code})`);
-    void vscode.window.showErrorMessage(`Could not save: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.`);
+    this.log.error(`Receiving failed: ${safeText(e.message)} (${e.code})`);
+    void vscode.window.showErrorMessage(`Could not save: ${safeText(e.message)} (${e.code}). Nothing partial was kept.`);
   }
 }
 

@@ -43,7 +43,14 @@ export class RelayHost implements vscode.Disposable {
     return this.info;
   }
 
-  async start(): Promise<RunningRelay> {
+  /** Starts the relay, or returns the one running or starting (two quick clicks start one relay). */
+  start(): Promise<RunningRelay> {
+    this.starting ??= this.startOnce().finally(() => (this.starting = undefined));
+    return this.info ? Promise.resolve(this.info) : this.starting;
+  }
+  private starting: Promise<RunningRelay> | undefined;
+
+  private async startOnce(): Promise<RunningRelay> {
     if (this.info) return this.info;
     const host = settings.relayHost();
     const port = settings.relayPort() || (await freePort(host));
@@ -82,6 +89,7 @@ export class RelayHost implements vscode.Disposable {
   }
 
   async stop(): Promise<void> {
+    await this.starting?.catch(() => undefined);
     const relay = this.relay;
     if (!relay) return;
     this.relay = undefined;

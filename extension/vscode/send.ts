@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
 import { formatBytes, formatDuration, formatRate } from '../core/format';
-import { escapeForDisplay } from '../core/names';
+import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { sendFiles, type SendResult } from '../core/transfer/sender';
@@ -37,6 +37,7 @@ export class Sender {
   async sendToCommand(uri?: unknown, uris?: unknown, options?: SendToOptions): Promise<SendResult | undefined> {
     const chosen = Array.isArray(uris) && uris.every((u) => u instanceof vscode.Uri) && uris.length > 0 ? (uris as vscode.Uri[]) : uri instanceof vscode.Uri ? [uri] : await this.pickFiles();
     if (!chosen || chosen.length === 0) return undefined;
+    if (this.session.state !== 'connected') return this.offerToConnect();
     const client = this.session.requireClient();
     const peers = options?.to ? options.to.map((p) => client.findPeer(p)) : await this.pickPeers(chosen);
     if (!peers || peers.length === 0) return undefined;
@@ -47,15 +48,43 @@ export class Sender {
   async sendToPeerCommand(peer: PeerInfo | undefined): Promise<SendResult | undefined> {
     const target = peer ?? (await this.pickPeers([]))?.[0];
     if (!target) return undefined;
-    const chosen = await this.pickFiles(`Send to ${escapeForDisplay(target.name)}`);
+    const chosen = await this.pickFiles(`Send to ${safeText(target.name)}`);
     if (!chosen || chosen.length === 0) return undefined;
     return this.send(chosen, [target]);
   }
 
+  private async offerToConnect(): Promise<undefined> {
+    const choice = await vscode.window.showErrorMessage('Not connected to a relay: connect to your team\'s relay, or start one.', 'Connect to Relay…', 'Start Relay');
+    if (choice === 'Connect to Relay…') await vscode.commands.executeCommand('secureFileTransfer.connect');
+    else if (choice === 'Start Relay') await vscode.commands.executeCommand('secureFileTransfer.startRelay');
+    return undefined;
+  }
+
+  /** From the palette or a peer: the active file, or files and folders chosen in a dialog. */
   private async pickFiles(title = 'Send to…'): Promise<vscode.Uri[] | undefined> {
     const active = vscode.window.activeTextEditor?.document.uri;
-    if (active && !active.scheme.startsWith('untitled') && title === 'Send to…') return [active];
-    return vscode.window.showOpenDialog({ title, canSelectFiles: true, canSelectFolders: true, canSelectMany: true, openLabel: 'Send' });
+    const choose = () => vscode.window.showOpenDialog({ title, canSelectFiles: true, canSelectFolders: true, canSelectMany: true, openLabel: 'Send' });
+    if (!active || active.scheme === 'untitled') return choose();
+    const picked = await vscode.window.showQuickPick(
+      [
+        { label: `$(file) ${safeText(path.posix.basename(active.path))}`, description: 'the active editor', uris: [active] },
+        { label: '$(folder-opened) Choose files or folders…', uris: undefined },
+      ],
+      { title },
+    );
+    if (!picked) return undefined;
+    return picked.uris ?? choose();
+  }
+
+  /** A file open with unsaved changes would go out as it is on disk: ask which version to send. */
+  private async saveDirty(uris: readonly vscode.Uri[]): Promise<boolean> {
+    const wanted = new Set(uris.map((u) => u.toString()));
+    const dirty = vscode.workspace.textDocuments.filter((d) => d.isDirty && wanted.has(d.uri.toString()));
+    if (dirty.length === 0) return true;
+    const names = dirty.map((d) => safeText(path.posix.basename(d.uri.path))).join(', ');
+    const answer = await vscode.window.showWarningMessage(`${names} ${dirty.length === 1 ? 'has' : 'have'} unsaved changes.`, { modal: true }, 'Save and Send', 'Send Saved Version');
+    if (answer === 'Save and Send') return (await Promise.all(dirty.map((d) => d.save()))).every(Boolean);
+    return answer === 'Send Saved Version';
   }
 
   private async pickPeers(uris: readonly vscode.Uri[]): Promise<PeerInfo[] | undefined> {
@@ -67,13 +96,13 @@ export class Sender {
     const items = this.session.peers.map((peer) => {
       const verdict = this.session.verdict(peer);
       return {
-        label: escapeForDisplay(peer.name),
+        label: safeText(peer.name),
         description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
         detail: verdict === 'changed' ? 'This name was verified with a different key: verify again before sending.' : undefined,
         peer,
       };
     });
-    const what = uris.length === 1 ? escapeForDisplay(path.posix.basename(uris[0]!.path)) : `${uris.length} items`;
+    const what = uris.length === 1 ? safeText(path.posix.basename(uris[0]!.path)) : `${uris.length} items`;
     const title = uris.length ? `Send ${what} to…` : 'Send to…';
     // Several recipients can be ticked when there are several to choose from; otherwise one click.
     if (uris.length > 0 && items.length > 1) {
@@ -87,11 +116,12 @@ export class Sender {
   /** Sends `uris` to `peers`, with a progress notification; resolves with the engine's result. */
   async send(uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<SendResult | undefined> {
     const client = this.session.requireClient();
+    if (!(await this.saveDirty(uris))) return undefined;
     for (const peer of peers) {
       if (this.session.verdict(peer) !== 'changed') continue;
       // Pinned keys: a changed key needs an explicit yes each time, until verified again.
       const answer = await vscode.window.showWarningMessage(
-        `KEY CHANGED: "${escapeForDisplay(peer.name)}" was verified with a different key.`,
+        `KEY CHANGED: "${safeText(peer.name)}" was verified with a different key.`,
         { modal: true, detail: 'This may be someone else using the name, or a relay in the middle. Compare safety numbers before sending anything sensitive.' },
         'Verify…',
         'Send Anyway',
@@ -104,7 +134,7 @@ export class Sender {
     }
     const local = await toLocalPaths(uris, settings.maxInMemorySize());
     const names = topLevelNames(local.paths.map((p) => path.basename(p)));
-    const peerLabel = peers.map((p) => escapeForDisplay(p.name)).join(', ');
+    const peerLabel = peers.map((p) => safeText(p.name)).join(', ');
     const controller = new AbortController();
     let transferId: string | undefined;
     try {
@@ -144,8 +174,8 @@ export class Sender {
       const e = toSftError(error);
       if (transferId) this.transfers.update(transferId, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
       if (e.code === 'CANCELLED') return undefined;
-      this.log.error(`Sending to ${peerLabel} failed: ${e.message} (${e.code})`);
-      void this.offerRetry(`Could not send: ${e.message} (${e.code})`, uris, peers);
+      this.log.error(`Sending to ${peerLabel} failed: ${safeText(e.message)} (${e.code})`);
+      void this.offerRetry(`Could not send: ${safeText(e.message)} (${e.code})`, uris, peers);
       throw markShown(e);
     } finally {
       await local.dispose();
@@ -153,7 +183,7 @@ export class Sender {
   }
 
   private report(result: SendResult, peers: readonly PeerInfo[], names: readonly string[]): void {
-    const nameOf = (peerId: string) => escapeForDisplay(peers.find((p) => p.peerId === peerId)?.name ?? peerId);
+    const nameOf = (peerId: string) => safeText(peers.find((p) => p.peerId === peerId)?.name ?? peerId);
     const what = names.length === 1 ? names[0]! : `${result.files} files`;
     const delivered = result.recipients.filter((r) => r.outcome === 'done');
     const failed = result.recipients.filter((r) => r.outcome === 'failed');
@@ -170,9 +200,9 @@ export class Sender {
     for (const r of declined) void vscode.window.showInformationMessage(`${nameOf(r.peerId)} declined ${what}.`);
     for (const r of failed) {
       if (r.outcome !== 'failed') continue;
-      this.log.warn(`Not delivered to ${nameOf(r.peerId)}: ${r.message} (${r.code})`);
+      this.log.warn(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`);
       const peer = peers.find((p) => p.peerId === r.peerId);
-      void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${escapeForDisplay(r.message)} (${r.code})`, result.transferId ? (this.transfers.get(result.transferId)?.sources ?? []) : [], peer ? [peer] : []);
+      void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`, result.transferId ? (this.transfers.get(result.transferId)?.sources ?? []) : [], peer ? [peer] : []);
     }
   }
 
@@ -186,7 +216,7 @@ export class Sender {
   async retry(uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<void> {
     const client = this.session.requireClient();
     const online = peers.filter((p) => client.peers.has(p.peerId)).map((p) => client.peers.get(p.peerId)!);
-    if (online.length === 0) throw new SftError('PEER_OFFLINE', `${peers.map((p) => escapeForDisplay(p.name)).join(', ')} ${peers.length === 1 ? 'is' : 'are'} not online.`);
+    if (online.length === 0) throw new SftError('PEER_OFFLINE', `${peers.map((p) => safeText(p.name)).join(', ')} ${peers.length === 1 ? 'is' : 'are'} not online.`);
     await this.send(uris, online).catch(() => undefined);
   }
 }

@@ -13,6 +13,7 @@ import type { Identity } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { originOf } from '../core/crypto/envelope';
 import { settings } from './settings';
+import { safeText } from './text';
 import type { Log } from './log';
 
 const TRUST_STATE_KEY = 'sft.trust.v1';
@@ -21,7 +22,9 @@ const tokenKey = (url: string) => `sft.teamToken.v1:${originOf(url)}`;
 export class Session implements vscode.Disposable {
   private client: RelayClient | undefined;
   private inboxValue: Inbox | undefined;
-  private identityValue: Identity | undefined;
+  private identityValue: Promise<Identity> | undefined;
+  /** Bumped by every connect and disconnect, so a superseded connect() knows to stop. */
+  private generation = 0;
   private readonly trustBook: TrustBook;
   private readonly stateEmitter = new vscode.EventEmitter<ConnectionState>();
   private readonly peersEmitter = new vscode.EventEmitter<void>();
@@ -43,12 +46,12 @@ export class Session implements vscode.Disposable {
   }
 
   get state(): ConnectionState {
-    return this.client?.state ?? 'disconnected';
+    return this.client?.state ?? (this.connectedUrl ? 'connecting' : 'disconnected');
   }
 
   /** The relay this window is connected (or connecting) to. */
   get relayUrl(): string | undefined {
-    return this.client ? this.connectedUrl : undefined;
+    return this.connectedUrl;
   }
   private connectedUrl: string | undefined;
 
@@ -74,19 +77,25 @@ export class Session implements vscode.Disposable {
     return this.client;
   }
 
-  /** Loads this user's keys from SecretStorage, creating them on first use. */
-  async identity(): Promise<Identity> {
-    if (!this.identityValue) {
-      const { identity, created } = await loadOrCreateIdentity(this.context.secrets);
-      if (created) this.log.info(`Created a new identity (peer id ${identity.peerId}); its keys are in VS Code's secret storage.`);
-      this.identityValue = identity;
-    }
+  /** Loads this user's keys from SecretStorage, creating them on first use (once, however many ask). */
+  identity(): Promise<Identity> {
+    this.identityValue ??= loadOrCreateIdentity(this.context.secrets).then(
+      ({ identity, created }) => {
+        if (created) this.log.info(`Created a new identity (peer id ${identity.peerId}); its keys are in VS Code's secret storage.`);
+        return identity;
+      },
+      (error: unknown) => {
+        this.identityValue = undefined;
+        throw error;
+      },
+    );
     return this.identityValue;
   }
 
   /** Forgets this user's keys: a new identity is made on the next connection. */
   async resetIdentity(): Promise<void> {
     this.disconnect();
+    await this.identityValue?.catch(() => undefined);
     await this.context.secrets.delete(IDENTITY_SECRET_KEY);
     this.identityValue = undefined;
   }
@@ -102,15 +111,20 @@ export class Session implements vscode.Disposable {
 
   /**
    * Connects to `url` (replacing any current connection) and resolves once joined. After a drop the
-   * client reconnects by itself, with backoff; transfers under way resume.
+   * client reconnects by itself, with backoff (unless autoConnect is off); transfers under way resume.
+   * A newer connect() or a disconnect() supersedes this one: it then rejects with CANCELLED.
    */
   async connect(url: string): Promise<void> {
     this.disconnect();
+    const generation = this.generation;
+    // From here on the window is "connecting to url", even while the keys load.
+    this.connectedUrl = url;
+    this.stateEmitter.fire('connecting');
     const identity = await this.identity();
     const token = await this.getToken(url);
-    const client = new RelayClient({ url, identity, name: settings.displayName(), reconnect: true, ...(token ? { token } : {}) });
+    if (generation !== this.generation) throw new SftError('CANCELLED', 'A newer connection replaced this one.');
+    const client = new RelayClient({ url, identity, name: settings.displayName(), reconnect: settings.autoConnect(), ...(token ? { token } : {}) });
     this.client = client;
-    this.connectedUrl = url;
     client.on('state', (state) => {
       if (this.client !== client) return;
       this.log.info(`Relay ${url}: ${state}.`);
@@ -124,32 +138,36 @@ export class Session implements vscode.Disposable {
       if (changed) void this.saveTrust();
       this.peersEmitter.fire();
     });
-    client.on('notice', (notice) => this.log.warn(`Relay says: ${notice.message} (${notice.code})`));
-    client.on('warning', (error) => this.log.warn(`Dropped a message from the relay: ${error.message} (${error.code})`));
+    client.on('notice', (notice) => this.log.warn(`Relay says: ${safeText(notice.message)} (${notice.code})`));
+    client.on('warning', (error) => this.log.warn(`Dropped a message from the relay: ${safeText(error.message)} (${error.code})`));
     const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trustBook.verdict(peerId, name) });
     this.inboxValue = inbox;
     this.inboxEmitter.fire(inbox);
-    this.stateEmitter.fire('connecting');
     try {
       await client.connect();
     } catch (error) {
       const e = toSftError(error);
-      // Unreachable: the client keeps trying in the background. Refused: it has stopped.
-      if (e.code !== 'RELAY_UNREACHABLE') this.disconnect();
+      // Unreachable: the client keeps trying in the background. Refused: it has stopped. Only this
+      // attempt's own client is torn down, never one a newer connect() made.
+      if (e.code !== 'RELAY_UNREACHABLE' && this.client === client) this.disconnect();
       throw e;
     }
   }
 
+  /** Closes the connection, and makes any connect() still under way give up. */
   disconnect(): void {
+    this.generation++;
     const client = this.client;
-    if (!client) return;
+    const url = this.connectedUrl;
     this.client = undefined;
     this.connectedUrl = undefined;
     this.inboxValue?.dispose();
     this.inboxValue = undefined;
-    void client.closeGracefully(2000).finally(() => client.removeAllListeners());
-    this.stateEmitter.fire('disconnected');
-    this.peersEmitter.fire();
+    if (client) void client.closeGracefully(2000).finally(() => client.removeAllListeners());
+    if (client || url) {
+      this.stateEmitter.fire('disconnected');
+      this.peersEmitter.fire();
+    }
   }
 
   async markVerified(peer: PeerInfo): Promise<void> {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as vscode from 'vscode';
 import type { ErrorCode } from '../core/errors';
 import { formatBytes, formatRate, formatDuration, type Progress } from '../core/format';
-import { escapeForDisplay } from '../core/names';
+import { safeText } from './text';
 import type { PeerInfo } from '../core/protocol';
 import type { IncomingOffer } from '../core/transfer/receiver';
 
@@ -110,6 +110,8 @@ export class Transfers implements vscode.Disposable {
   }
 
   dispose(): void {
+    // VS Code is closing the window: stop what runs, so partial files are removed and peers are told.
+    for (const entry of this.entries.values()) entry.cancel?.();
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.changeEmitter.dispose();
   }
@@ -126,7 +128,7 @@ export function topLevelNames(paths: readonly string[]): string[] {
   const seen = new Set<string>();
   for (const p of paths) {
     const slash = p.indexOf('/');
-    seen.add(escapeForDisplay(slash === -1 ? p : `${p.slice(0, slash)}/`));
+    seen.add(safeText(slash === -1 ? p : `${p.slice(0, slash)}/`));
   }
   return [...seen];
 }
@@ -153,7 +155,7 @@ export class TransfersView implements vscode.TreeDataProvider<TransferEntry> {
     const lines = [`${entry.direction === 'send' ? 'To' : 'From'}: ${entry.peerLabel}`, `${entry.fileCount} file(s), ${formatBytes(entry.totalBytes)}`];
     for (const name of entry.names.slice(0, 10)) lines.push(`  ${name}`);
     if (entry.names.length > 10) lines.push(`  … and ${entry.names.length - 10} more`);
-    if (entry.error) lines.push('', `${entry.error.message} (${entry.error.code})`);
+    if (entry.error) lines.push('', `${safeText(entry.error.message)} (${entry.error.code})`);
     if (entry.savedTo?.length) lines.push('', `Saved to ${entry.savedTo[0]}${entry.savedTo.length > 1 ? ` and ${entry.savedTo.length - 1} more` : ''}`);
     item.tooltip = lines.join('\n');
     if (entry.status === 'offer') item.command = { command: 'secureFileTransfer.saveOffer', title: 'Save…', arguments: [entry] };
@@ -210,7 +212,7 @@ function contextOf(entry: TransferEntry): string {
   if (entry.status === 'waiting' || entry.status === 'active') return 'active';
   const actions = ['finished'];
   if (entry.direction === 'send' && entry.status !== 'done' && entry.sources?.length) actions.push('retry');
-  if (entry.direction === 'receive' && entry.status === 'done' && entry.savedTo?.length) actions.push('open', 'reveal');
+  if (entry.direction === 'receive' && entry.status === 'done' && entry.savedTo?.length) actions.push(...(entry.savedTo.length === 1 ? ['open'] : []), 'reveal');
   return actions.join(' ');
 }
 

@@ -95,6 +95,11 @@ export function registerExtensionTests(): void {
       assert.equal(api.session.state, 'connected');
       assert.equal(vscode.workspace.getConfiguration('secureFileTransfer').get('relayUrl'), ctx.relayUrl);
       assert.equal(await api.session.getToken(ctx.relayUrl), ctx.token);
+      // One connection, one identity: the window never lists itself as a peer.
+      await new Promise((r) => setTimeout(r, 500));
+      const me = api.session.requireClient().identity.peerId;
+      assert.equal((await api.session.identity()).peerId, me);
+      assert.ok(!api.session.peers.some((p) => p.peerId === me || p.name === api.session.requireClient().name), 'the window does not see a second copy of itself');
     });
 
     it('lists a teammate in the Peers view, with the fingerprint in the tooltip', async function () {
@@ -119,12 +124,14 @@ export function registerExtensionTests(): void {
     });
 
     it('escapes a hostile display name before it reaches the UI', async function () {
-      const mallory = await teammate(ctx, 'mallory\u202Egpj.exe');
+      // A bidi override, and a Markdown command link a notification would make clickable.
+      const mallory = await teammate(ctx, 'mallory\u202Egpj.exe[Save](command:x)');
       cleanup.push(() => mallory.client.closeGracefully());
       const peer = await waitFor('mallory listed', () => api.session.peers.find((p) => p.peerId === mallory.info.peerId));
       const item = await api.peersView.getTreeItem(peer);
       assert.ok(!String(item.label).includes('\u202E'), 'no raw bidi override in the label');
       assert.match(String(item.label), /\\u\{202E\}/);
+      assert.ok(!/\[|\]\(/.test(String(item.label)), 'no link syntax survives');
       await mallory.client.closeGracefully();
       await waitFor('mallory gone', () => !api.session.peers.some((p) => p.peerId === mallory.info.peerId));
     });
