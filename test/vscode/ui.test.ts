@@ -30,6 +30,7 @@ test('send a file from one VS Code window to another, as a person would', { time
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-ui-'));
   const { relay, url } = await startRelayProcess();
   const servers: CodeServer[] = [];
+  const pages: Page[] = [];
   let browser: Browser | undefined;
   try {
     const folderA = path.join(base, 'alice-project');
@@ -53,6 +54,7 @@ test('send a file from one VS Code window to another, as a person would', { time
     browser = await launchBrowser();
     const pageA = await openWindow(browser, a!, folderA);
     const pageB = await openWindow(browser, b!, folderB);
+    pages.push(pageA, pageB);
 
     // Both windows connect on start-up (a relay URL is set) and see each other.
     await connectedWith(pageA, 1).waitFor({ state: 'visible', timeout: 60_000 });
@@ -85,7 +87,14 @@ test('send a file from one VS Code window to another, as a person would', { time
     await screenshot(pageB, SHOTS, 'bob-save-dialog');
     const target = path.join(downloadsB, 'report-from-alice.bin');
     await dialogInput.fill(target);
-    await dialogInput.press('Enter');
+    // The dialog completes paths as they are typed; let it settle, then press its OK button (retried:
+    // an OK pressed while it is still listing the folder is ignored).
+    const ok = pageB.locator('.quick-input-widget .monaco-button', { hasText: 'OK' }).first();
+    for (let attempt = 0; attempt < 5 && (await dialogInput.isVisible()); attempt++) {
+      await pageB.waitForTimeout(500);
+      if (await ok.isVisible()) await ok.click().catch(() => undefined);
+      await pageB.waitForTimeout(1000);
+    }
 
     // Saved, verified, with Open and Reveal offered.
     const saved = notificationToasts(pageB).filter({ hasText: 'every chunk verified' }).first();
@@ -110,6 +119,10 @@ test('send a file from one VS Code window to another, as a person would', { time
 
     assert.equal(await sha256(target), await sha256(source), 'the saved file is byte-identical');
     assert.deepEqual((await fs.readdir(downloadsB)).sort(), ['report-from-alice.bin'], 'nothing else was written');
+  } catch (error) {
+    // What each window showed when it went wrong, for whoever reads the CI artefacts.
+    for (const [i, page] of pages.entries()) await screenshot(page, SHOTS, `failed-window-${i === 0 ? 'alice' : 'bob'}`).catch(() => undefined);
+    throw error;
   } finally {
     await browser?.close().catch(() => undefined);
     await Promise.all(servers.map((s) => s.stop()));
