@@ -451,7 +451,9 @@ export async function rightClickMenuItem(page: Page, row: Locator, name: string 
       // On a busy machine the menu itself can take seconds to open.
       await item.waitFor({ state: 'visible', timeout: 2000 * attempt });
       await item.click();
-      await closeMenus(page);
+      // Let the menu fade out by itself: an Escape now would also close whatever the command just
+      // opened (a quick pick, a dialog).
+      await page.locator('.monaco-menu-container').first().waitFor({ state: 'hidden', timeout: 3000 }).catch(() => undefined);
       return;
     } catch (error) {
       lastError = error;
