@@ -210,8 +210,28 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const invite = relayHost.invite();
     if (!invite) throw new SftError('BAD_MESSAGE', 'No relay is running in this window. Run "Secure Transfer: Start Relay" first.');
     await vscode.env.clipboard.writeText(invite);
-    void vscode.window.showInformationMessage('Invite copied. It holds the team token: share it only with teammates, privately. They paste it into "Secure Transfer: Connect to Relay…".');
+    const link = `${vscode.env.uriScheme}://${context.extension.id}/connect?invite=${encodeURIComponent(invite)}`;
+    const choice = await vscode.window.showInformationMessage(
+      'Invite copied. It holds the team token: share it only with teammates, privately. They paste it into "Secure Transfer: Connect to Relay…", or click the invite link.',
+      'Copy Invite Link',
+    );
+    if (choice === 'Copy Invite Link') await vscode.env.clipboard.writeText(link);
   });
+
+  // A clicked invite link (vscode://…/connect?invite=…): connect only after the user says yes, since
+  // anyone can send a link, and the relay it names would see this window's presence and peer id.
+  subscriptions.push(
+    vscode.window.registerUriHandler({
+      handleUri: async (uri) => {
+        if (uri.path !== '/connect') return;
+        const invite = new URLSearchParams(uri.query).get('invite') ?? '';
+        const { url } = parseInvite(invite);
+        if (!URL.canParse(url)) return void vscode.window.showErrorMessage('That invite link is not valid.');
+        const answer = await vscode.window.showInformationMessage(`Connect to the relay at ${safeText(new URL(url).host)}?`, { modal: true, detail: 'You opened an invite link. Connect only if a teammate sent it to you.' }, 'Connect');
+        if (answer === 'Connect') await vscode.commands.executeCommand('secureFileTransfer.connect', invite);
+      },
+    }),
+  );
 
   register('showFingerprint', async () => {
     const identity = await session.identity();
