@@ -1,0 +1,71 @@
+/**
+ * A real `redis-server` for the multi-node tests, on a free loopback port, with nothing saved to
+ * disk. A missing redis-server is an error, not a reason to skip: CI installs it (.ci/run).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
+import { waitForLine } from './processes';
+
+export interface RedisServer {
+  readonly url: string;
+  /** Redis's INFO section, as key → value. */
+  info(section: string): Promise<Record<string, string>>;
+  stop(): Promise<void>;
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
+  if (found.error || found.status !== 0) {
+    throw new Error('redis-server is not installed (Debian: apt-get install redis-server); the multi-node tests need a real one.');
+  }
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  child.stdout.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n')));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n')));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  await waitForLine(lines, /Ready to accept connections/);
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    info: async (section) => parseInfo(await command(port, `INFO ${section}`)),
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** One inline command over RESP, read until the bulk reply is complete. */
+function command(port: number, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`${line}\r\n`));
+    let data = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      data += d;
+      const m = /^\$(\d+)\r\n/.exec(data);
+      if (m && Buffer.byteLength(data) >= m[0].length + Number(m[1]) + 2) {
+        socket.end();
+        resolve(data.slice(m[0].length));
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+function parseInfo(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}

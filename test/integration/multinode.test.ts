@@ -1,0 +1,161 @@
+/**
+ * Several relay nodes joined through a real redis-server: presence, offers, answers, chunks,
+ * cancellation, replacement of a duplicate connection, and a node that stops mid-transfer, with
+ * clients on different nodes. Two relays run in this process (port 0); a small TCP balancer
+ * stands in for the load balancer when a client must land on another node after a stop.
+ */
+import { after, afterEach, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
+import { startRedis, type RedisServer } from '../helpers/redis';
+import { startBalancer } from '../helpers/balancer';
+import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
+import { sendFiles } from '../../extension/core/transfer/sender';
+import { Identity } from '../../extension/core/crypto/identity';
+import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
+
+let redis: RedisServer;
+const cleanups: Array<() => Promise<unknown>> = [];
+
+before(async () => {
+  redis = await startRedis();
+});
+// Every cluster shares the one Redis, so each test's nodes stop before the next test starts.
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+after(() => redis?.stop());
+
+/** Two relay nodes on the same Redis, and a harness for peers on either. */
+async function cluster(options: RelayOptions = {}) {
+  const nodes: Relay[] = [createRelay({ ...options, redis: redis.url, relayId: 'node-a' }), createRelay({ ...options, redis: redis.url, relayId: 'node-b' })];
+  const [a, b] = await Promise.all(nodes.map((n) => n.start()));
+  const h = Harness.attach(a!);
+  cleanups.push(async () => {
+    await h.close();
+    for (const n of nodes) await n.stop();
+  });
+  return { h, a: a!, b: b!, nodes };
+}
+
+/** Counts chunks a client sends and runs `at[n]` right after the n-th. */
+function onChunk(peer: Peer, at: Record<number, () => void>) {
+  let chunks = 0;
+  const send = peer.client.sendChunk.bind(peer.client);
+  peer.client.sendChunk = (id, index, data) => {
+    send(id, index, data);
+    at[++chunks]?.();
+  };
+  return () => chunks;
+}
+
+test('presence is the same on both nodes: joins and leaves cross over', async () => {
+  const { h, b } = await cluster();
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && bob.client.peers.has(alice.identity.peerId));
+  const carol = await h.peer('carol');
+  await h.until(() => bob.client.peers.has(carol.identity.peerId));
+  carol.client.close();
+  await h.until(() => !bob.client.peers.has(carol.identity.peerId) && !alice.client.peers.has(carol.identity.peerId));
+});
+
+test('a multi-MB transfer between clients on different nodes arrives byte-identical, both ways', async () => {
+  const { h, b } = await cluster();
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  for (const [from, to, size] of [[alice, bob, 24 * 1024 * 1024 + 7], [bob, alice, 3 * DEFAULT_CHUNK_SIZE + 1]] as const) {
+    const out = await h.tempDir();
+    const file = path.join(src, `from-${from.name}.bin`);
+    const sum = await writeRandomFile(file, size, from.name);
+    const received = to.nextOffer().then((o) => o.accept({ directory: out }));
+    const sent = await sendFiles(from.client, { paths: [file], to: [from.client.findPeer(to.name)] });
+    assert.deepEqual(sent.recipients, [{ peerId: to.identity.peerId, outcome: 'done' }]);
+    await received;
+    assert.equal(await sha256File(path.join(out, `from-${from.name}.bin`)), sum);
+    assert.deepEqual(await listTree(out), [`from-${from.name}.bin`]);
+  }
+});
+
+test('decline and cancel cross nodes', async () => {
+  const { h, b } = await cluster();
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const file = path.join(src, 'x.bin');
+  await writeRandomFile(file, 40 * DEFAULT_CHUNK_SIZE, 'x');
+
+  void bob.nextOffer().then((o) => o.decline());
+  const declined = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  assert.deepEqual(declined.recipients, [{ peerId: bob.identity.peerId, outcome: 'declined' }]);
+
+  // The sender cancels mid-stream: the recipient on the other node hears it.
+  const abort = new AbortController();
+  onChunk(alice, { 5: () => abort.abort() });
+  const out = await h.tempDir();
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  await assert.rejects(sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], signal: abort.signal }), { code: 'CANCELLED' });
+  await assert.rejects(received, { code: 'CANCELLED' });
+  assert.deepEqual(await listTree(out), []);
+
+  // The recipient cancels: its cancel is forwarded to the sender's node.
+  const stop = new AbortController();
+  const out2 = await h.tempDir();
+  const refused = bob.nextOffer().then((o) => o.accept({ directory: out2, signal: stop.signal }));
+  let acks = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++acks === 3) stop.abort();
+  };
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  const leg = sent.recipients[0]!;
+  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  await assert.rejects(refused, { code: 'CANCELLED' });
+});
+
+test('the same identity joining on the other node replaces the older connection, without a departure', async () => {
+  const { h, b } = await cluster();
+  const watcher = await h.peer('watcher');
+  const identity = Identity.generate();
+  const first = await h.peer('twin', { identity });
+  await h.until(() => watcher.client.peers.has(identity.peerId));
+  const second = await h.peer('twin', { identity, url: b });
+  await h.until(() => first.client.state === 'disconnected');
+  assert.equal(second.client.state, 'connected');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(watcher.client.peers.has(identity.peerId), 'the replaced connection does not announce a departure');
+  const nodes = await Promise.all([first, second].map(() => undefined));
+  assert.equal(nodes.length, 2);
+});
+
+for (const stopped of ['recipient', 'sender'] as const) {
+  test(`the ${stopped}'s node stops mid-transfer: it reconnects to the other node and the transfer resumes`, async () => {
+    const { h, a, b, nodes } = await cluster();
+    // The moving peer dials a balancer that prefers node B, then falls back to node A.
+    const lb = await startBalancer([b, a]);
+    cleanups.push(() => lb.close());
+    const moving = await h.peer(stopped === 'recipient' ? 'bob' : 'alice', { url: lb.url, reconnect: true });
+    const staying = await h.peer(stopped === 'recipient' ? 'alice' : 'bob', { reconnect: true });
+    const [alice, bob] = stopped === 'recipient' ? [staying, moving] : [moving, staying];
+    await h.until(() => alice.client.peers.has(bob.identity.peerId) && bob.client.peers.has(alice.identity.peerId));
+    const src = await h.tempDir();
+    const out = await h.tempDir();
+    const size = 120 * DEFAULT_CHUNK_SIZE + 99;
+    const sum = await writeRandomFile(path.join(src, 'moved.bin'), size, stopped);
+    let stopping: Promise<void> | undefined;
+    const chunks = onChunk(alice, { 40: () => void (stopping = nodes[1]!.stop()) });
+    const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+    const sent = await sendFiles(alice.client, { paths: [path.join(src, 'moved.bin')], to: [alice.client.findPeer('bob')] });
+    await stopping;
+    assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
+    await received;
+    assert.equal(await sha256File(path.join(out, 'moved.bin')), sum);
+    assert.deepEqual(await listTree(out), ['moved.bin']);
+    assert.ok(chunks() < 121 + 2 * 16, `sent ${chunks()} chunks for 121: resumed, not restarted from zero`);
+  });
+}
