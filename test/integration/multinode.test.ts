@@ -29,7 +29,8 @@ after(() => redis?.stop());
 
 /** Two relay nodes on the same Redis, and a harness for peers on either. */
 async function cluster(options: RelayOptions = {}) {
-  const nodes: Relay[] = [createRelay({ ...options, redis: redis.url, relayId: 'node-a' }), createRelay({ ...options, redis: redis.url, relayId: 'node-b' })];
+  const logger = process.env.SFT_TEST_LOG ? (await import('pino')).default({ level: 'debug' }) : undefined;
+  const nodes: Relay[] = ['node-a', 'node-b'].map((relayId) => createRelay({ ...options, redis: redis.url, relayId, ...(logger ? { logger: logger.child({ relayId }) } : {}) }));
   const [a, b] = await Promise.all(nodes.map((n) => n.start()));
   const h = Harness.attach(a!);
   cleanups.push(async () => {
@@ -98,7 +99,9 @@ test('decline and cancel cross nodes', async () => {
   onChunk(alice, { 5: () => abort.abort() });
   const out = await h.tempDir();
   const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
-  await assert.rejects(sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], signal: abort.signal }), { code: 'CANCELLED' });
+  received.catch(() => undefined); // Asserted below, after the sender's side.
+  const cancelled = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], signal: abort.signal });
+  assert.equal(cancelled.recipients[0]!.outcome, 'failed');
   await assert.rejects(received, { code: 'CANCELLED' });
   assert.deepEqual(await listTree(out), []);
 
@@ -106,6 +109,7 @@ test('decline and cancel cross nodes', async () => {
   const stop = new AbortController();
   const out2 = await h.tempDir();
   const refused = bob.nextOffer().then((o) => o.accept({ directory: out2, signal: stop.signal }));
+  refused.catch(() => undefined);
   let acks = 0;
   const ack = bob.client.ack.bind(bob.client);
   bob.client.ack = (id, index) => {
@@ -129,8 +133,6 @@ test('the same identity joining on the other node replaces the older connection,
   assert.equal(second.client.state, 'connected');
   await new Promise((r) => setTimeout(r, 200));
   assert.ok(watcher.client.peers.has(identity.peerId), 'the replaced connection does not announce a departure');
-  const nodes = await Promise.all([first, second].map(() => undefined));
-  assert.equal(nodes.length, 2);
 });
 
 for (const stopped of ['recipient', 'sender'] as const) {
