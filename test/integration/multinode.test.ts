@@ -161,3 +161,19 @@ for (const stopped of ['recipient', 'sender'] as const) {
     assert.ok(chunks() < 121 + 2 * 16, `sent ${chunks()} chunks for 121: resumed, not restarted from zero`);
   });
 }
+
+test('the hourly byte budget is kept in Redis: a client that moves to the other node keeps what it used', async () => {
+  const { h, b } = await cluster({ maxBytesPerClientPerHour: 3000 });
+  const identity = Identity.generate();
+  const alice = await h.peer('alice', { identity });
+  const bob = await h.peer('bob', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const file = path.join(src, 'small.bin');
+  await writeRandomFile(file, 2000);
+  void bob.nextOffer().then((o) => o.decline());
+  await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')] });
+  const moved = await h.peer('alice', { identity, url: b });
+  await h.until(() => moved.client.peers.has(bob.identity.peerId));
+  await assert.rejects(sendFiles(moved.client, { paths: [file], to: [moved.client.findPeer('bob')] }), { code: 'QUOTA_EXCEEDED' });
+});
