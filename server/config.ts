@@ -48,6 +48,8 @@ export const RelayConfigSchema = z
       .string()
       .refine((v) => URL.canParse(v) && ['redis:', 'rediss:'].includes(new URL(v).protocol), 'expected a URL such as redis://127.0.0.1:6379 or rediss://user:password@host:6380')
       .optional(),
+    /** Seconds between a cluster node's heartbeats; silent for three, a node is taken as dead. */
+    clusterHeartbeat: seconds.pipe(z.number().min(0.1).max(3600)).default(5),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict()

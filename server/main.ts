@@ -34,6 +34,7 @@ const HELP: Record<string, string> = {
   resumeGrace: 'seconds an interrupted transfer may be resumed after a dropped connection [60]',
   logLevel: 'fatal | error | warn | info | debug | trace | silent [info]',
   trustProxy: 'true behind a reverse proxy: client addresses come from X-Forwarded-For [false]',
+  clusterHeartbeat: 'seconds between heartbeats of cluster nodes; a node silent for three is taken as dead [5]',
   redis: 'join a cluster of relay nodes through this Redis server, e.g. redis://10.0.0.5:6379 (Redis 7 or newer)',
 };
 
@@ -76,7 +77,7 @@ try {
     resumeGraceMs: Math.round(config.resumeGrace * 1000),
     ...(config.publicUrl ? { publicUrls: config.publicUrl.split(',').map((u) => u.trim()) } : {}),
     window: config.window,
-    ...(config.redis ? { redis: config.redis } : {}),
+    ...(config.redis ? { redis: config.redis, clusterHeartbeatMs: Math.round(config.clusterHeartbeat * 1000) } : {}),
     logger,
     ...(config.tlsCert && config.tlsKey ? { tls: { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } } : {}),
     ...(config.auditLog ? { auditLog: config.auditLog, auditKeep: config.auditKeep } : {}),

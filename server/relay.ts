@@ -106,6 +106,12 @@ export interface RelayOptions {
    * is held by the node its sender is connected to; see `server/cluster.ts` and the README.
    */
   redis?: string;
+  /**
+   * In a cluster, how often each node tells the others which peers it holds (default 5000 ms). A
+   * node silent for three intervals is taken for dead: its peers are announced as gone and their
+   * transfers end as after a disconnect, unless they have joined another node meanwhile.
+   */
+  clusterHeartbeatMs?: number;
 }
 
 type RelaySocket = Socket<ClientToRelayEvents, RelayToClientEvents, ClusterEvents, SocketData>;
@@ -117,6 +123,7 @@ type LegMessage =
   | { kind: 'cancel'; peerId: string; message: z.infer<typeof CancelSchema> };
 /** The transfer's node answers for it; every other node answers null. */
 type LegReply = { ok: true; from: string } | { ok: false; error: ErrorMessage } | null;
+type RemoteLeg = { peerId: string; socketId: string; from: string; acked: number; live: boolean };
 type EndedEntry = { from: string; at: number; resumable: boolean; done: Array<{ to: string; receipt: string }>; chunkCount: number };
 
 /**
@@ -131,9 +138,11 @@ interface ClusterEvents {
   /** A recipient's node stopped its leg (it does not read what it acknowledges). */
   'sft:fail': (failure: { transferId: string; peerId: string; code: ErrorCode; message: string }) => void;
   /** This identity's older connections are gone: end their transfers, as after a disconnect. */
-  'sft:gone': (peerId: string, reply: (ok: true) => void) => void;
+  'sft:gone': (peerId: string, reply?: (ok: true) => void) => void;
   /** Replace (disconnect with REPLACED) these connections of yours: their identity joined again. */
   'sft:replace': (socketIds: string[], reply: (ok: true) => void) => void;
+  /** Sent every heartbeat: the peers joined on this node. `peers: null` says the node is leaving. */
+  'sft:alive': (node: { relayId: string; peers: string[] | null }) => void;
 }
 
 interface SocketData {
@@ -226,10 +235,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /**
    * Cluster only: accepted legs of transfers held by other nodes whose recipient is connected
    * here, so that its acknowledgements can be checked and forwarded, and its transfer interrupted
-   * when the sender's node is gone. Forgotten when the leg ends here, with the connection, or when
-   * RECENTLY_ENDED newer ones push it out (a leg the other node ended is not reported back).
+   * when the sender's node is gone. A leg that ends here stays, not `live`, so that acknowledgements
+   * still in flight are dropped quietly (as for `ended`), until RECENTLY_ENDED newer ones push it
+   * out. A leg the other node ended is not reported back; it stays `live` until then, harmlessly.
    */
-  const remoteLegs = new Map<string, { peerId: string; socketId: string; from: string; acked: number }>();
+  const remoteLegs = new Map<string, RemoteLeg>();
 
   const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }), options.processMetrics ?? true);
   const serveMetrics = async (res: http.ServerResponse) => {
@@ -508,7 +518,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const answer = parse(AnswerSchema, raw, 'answer');
         if (!cluster || transfers.has(answer.transferId)) return void answerLeg(me(), answer);
         return forwardLeg({ kind: 'answer', peerId: me(), message: answer }).then((from) => {
-          if (answer.accept) rememberLeg(answer.transferId, { peerId: me(), socketId: socket.id, from, acked: answer.resumeFrom ?? 0 });
+          if (answer.accept) rememberLeg(answer.transferId, { peerId: me(), socketId: socket.id, from, acked: answer.resumeFrom ?? 0, live: true });
           reply?.({ ok: true });
         });
       }),
@@ -571,6 +581,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           if (ended.has(ack.transferId)) return;
           throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
         }
+        if (!leg.live) return; // Was in flight when the leg ended.
         if (ack.index + 1 <= leg.acked) throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
         leg.acked = ack.index + 1;
         // The chunks of this leg are buffered here, not on the sender's node, so the check for a
@@ -578,7 +589,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const perTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
         const backlog = backlogOf(me());
         if (backlog > perTransfer && backlog > perTransfer * (transfersTo(me()) + legsOf(me()))) {
-          remoteLegs.delete(ack.transferId);
+          leg.live = false;
           const message = 'A recipient is not reading the data it acknowledges; its transfer was stopped.';
           io.serverSideEmit('sft:fail', { transferId: ack.transferId, peerId: me(), code: 'SLOW_CONSUMER', message });
           return;
@@ -593,7 +604,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const ref = parse(DoneSchema, raw, 'done');
         if (!cluster || transfers.has(ref.transferId)) return doneLeg(me(), ref);
         return forwardLeg({ kind: 'done', peerId: me(), message: ref }).then(() => {
-          remoteLegs.delete(ref.transferId);
+          endLeg(ref.transferId);
           reply?.({ ok: true });
         });
       }),
@@ -605,7 +616,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const cancel = parse(CancelSchema, raw, 'cancel');
         if (!cluster || transfers.has(cancel.transferId)) return cancelLeg(me(), cancel);
         return forwardLeg({ kind: 'cancel', peerId: me(), message: cancel }).then(() => {
-          remoteLegs.delete(cancel.transferId);
+          endLeg(cancel.transferId);
           reply?.({ ok: true });
         });
       }),
@@ -617,7 +628,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       if (!peer) return;
       peerGone(peer.peerId, socket.id);
       // The other nodes end this peer's transfers they hold, and its legs they serve.
-      if (cluster) io.serverSideEmit('sft:gone', peer.peerId, () => undefined);
+      if (cluster) io.serverSideEmit('sft:gone', peer.peerId);
       audit.write({ event: 'leave', peer: peer.peerId });
       log.info({ peer: peer.peerId, reason }, 'peer left');
       if (!socket.data.replaced) io.to(JOINED).emit('peer.left', { peerId: peer.peerId });
@@ -708,9 +719,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
       }
     }
     for (const [transferId, leg] of remoteLegs) {
-      if (leg.peerId === peerId && (socketId === undefined || leg.socketId === socketId)) remoteLegs.delete(transferId);
+      if (!leg.live) continue;
+      if (leg.peerId === peerId && (socketId === undefined || leg.socketId === socketId)) leg.live = false;
       else if (leg.from === peerId) {
-        remoteLegs.delete(transferId);
+        leg.live = false;
         io.local.to(roomOf(leg.peerId)).emit('cancel', { transferId, code: 'PEER_GONE', message: 'A participant disconnected.', from: peerId });
       }
     }
@@ -799,12 +811,17 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
   /** Asks every other node; resolves with the answers that came (a node that died gives none). */
   function clusterRequest<E extends 'sft:lookup' | 'sft:leg' | 'sft:gone' | 'sft:replace'>(event: E, arg: Parameters<ClusterEvents[E]>[0]) {
-    type Answer = Parameters<Parameters<ClusterEvents[E]>[1]>[0];
+    type Answer = Parameters<NonNullable<Parameters<ClusterEvents[E]>[1]>>[0];
+    // Through the adapter itself, whose promise is the only place a failure to reach Redis shows.
+    const adapter = io.sockets.adapter as unknown as { serverSideEmit(packet: unknown[]): Promise<void> | void };
     return new Promise<Answer[]>((resolve) => {
-      const emit = io.serverSideEmit.bind(io) as (event: string, arg: unknown, ack: (error: Error | null, answers: Answer[]) => void) => void;
-      emit(event, arg, (error, answers) => {
+      const ack = (error: Error | null, answers: Answer[]) => {
         if (error) log.warn({ event, err: error }, 'a relay node did not answer in time');
         resolve(answers ?? []);
+      };
+      Promise.resolve(adapter.serverSideEmit([event, arg, ack])).catch((error: unknown) => {
+        log.error({ event, err: error }, 'could not reach the other relay nodes');
+        resolve([]);
       });
     });
   }
@@ -817,7 +834,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
     return result.from;
   }
 
-  function rememberLeg(transferId: string, leg: { peerId: string; socketId: string; from: string; acked: number }): void {
+  function endLeg(transferId: string): void {
+    const leg = remoteLegs.get(transferId);
+    if (leg) leg.live = false;
+  }
+
+  function rememberLeg(transferId: string, leg: RemoteLeg): void {
     remoteLegs.delete(transferId);
     remoteLegs.set(transferId, leg);
     if (remoteLegs.size > RECENTLY_ENDED) remoteLegs.delete(remoteLegs.keys().next().value!);
@@ -825,7 +847,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
   function legsOf(peerId: string): number {
     let n = 0;
-    for (const leg of remoteLegs.values()) if (leg.peerId === peerId) n += 1;
+    for (const leg of remoteLegs.values()) if (leg.live && leg.peerId === peerId) n += 1;
     return n;
   }
 
@@ -867,8 +889,32 @@ export function createRelay(options: RelayOptions = {}): Relay {
   });
   io.sockets.on('sft:gone', (peerId, reply) => {
     peerGone(peerId);
-    reply(true);
+    reply?.(true); // Sent without a reply by a node whose peer disconnected.
   });
+  // Liveness: a node that dies without a word cannot say that its peers left; the others notice
+  // its silence and say it for it, each to its own peers.
+  const heartbeatMs = options.clusterHeartbeatMs ?? 5000;
+  const nodes = new Map<string, { at: number; peers: string[] }>();
+  let heartbeat: NodeJS.Timeout | undefined;
+  const localPeers = () => [...(io.sockets.adapter.rooms.get(JOINED) ?? [])].flatMap((id) => io.sockets.sockets.get(id)?.data.peer?.peerId ?? []);
+  io.sockets.on('sft:alive', ({ relayId: node, peers }) => {
+    if (peers === null) nodes.delete(node);
+    else nodes.set(node, { at: Date.now(), peers });
+  });
+  async function beat(): Promise<void> {
+    io.serverSideEmit('sft:alive', { relayId, peers: localPeers() });
+    for (const [node, { at, peers }] of nodes) {
+      if (Date.now() - at < 3 * heartbeatMs) continue;
+      nodes.delete(node);
+      log.warn({ node, peers: peers.length }, 'a relay node went silent; its peers are taken as gone');
+      const back = new Set((await io.in(peers.map(roomOf)).fetchSockets()).flatMap((s) => s.data.peer?.peerId ?? []));
+      for (const peerId of peers.filter((id) => !back.has(id))) {
+        peerGone(peerId);
+        io.local.to(JOINED).emit('peer.left', { peerId });
+      }
+    }
+  }
+
   io.sockets.on('sft:replace', (socketIds, reply) => {
     for (const id of socketIds) {
       const socket = io.sockets.sockets.get(id);
@@ -893,6 +939,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
         cluster = link;
         io.adapter(link.adapter as Parameters<typeof io.adapter>[0]);
         log.info({ relayId }, 'joined the relay cluster through redis');
+        heartbeat = setInterval(() => void beat().catch((error: unknown) => log.error({ err: error }, 'cluster heartbeat failed')), heartbeatMs);
+        heartbeat.unref();
+        void beat(); // At once, so the others know this node before its first interval ends.
       }
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
@@ -930,6 +979,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       httpServer.closeAllConnections();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       await audit.close();
+      clearInterval(heartbeat);
+      if (cluster) io.serverSideEmit('sft:alive', { relayId, peers: null });
       await cluster?.close();
       transfers.clear();
     },

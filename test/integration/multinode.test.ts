@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
 import { startRedis, type RedisServer } from '../helpers/redis';
 import { startBalancer } from '../helpers/balancer';
+import { startRelayProcess } from '../helpers/processes';
 import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Identity } from '../../extension/core/crypto/identity';
@@ -176,4 +177,35 @@ test('the hourly byte budget is kept in Redis: a client that moves to the other 
   const moved = await h.peer('alice', { identity, url: b });
   await h.until(() => moved.client.peers.has(bob.identity.peerId));
   await assert.rejects(sendFiles(moved.client, { paths: [file], to: [moved.client.findPeer('bob')] }), { code: 'QUOTA_EXCEEDED' });
+});
+
+test('a node killed mid-transfer (no goodbye): its client resumes on the other node, and its peers are announced as gone', async () => {
+  // Real sft-relay processes, so that one can die at once (SIGKILL), with a short heartbeat.
+  const args = ['--redis', redis.url, '--cluster-heartbeat', '0.3', '--log-level', 'warn'];
+  const one = await startRelayProcess(args);
+  cleanups.push(() => one.relay.stop());
+  const two = await startRelayProcess(args);
+  cleanups.push(() => two.relay.stop('SIGKILL'));
+  const lb = await startBalancer([two.url, one.url]);
+  cleanups.push(() => lb.close());
+  const h = Harness.attach(one.url);
+  cleanups.push(() => h.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { url: lb.url, reconnect: true });
+  const carol = await h.peer('carol', { url: two.url });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId) && bob.client.peers.has(alice.identity.peerId));
+  await new Promise((r) => setTimeout(r, 700)); // Node one has heard node two's heartbeat with both peers.
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const sum = await writeRandomFile(path.join(src, 'killed.bin'), 120 * DEFAULT_CHUNK_SIZE + 5, 'killed');
+  const chunks = onChunk(alice, { 40: () => two.relay.child.kill('SIGKILL') });
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'killed.bin')], to: [alice.client.findPeer('bob')] });
+  assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
+  await received;
+  assert.equal(await sha256File(path.join(out, 'killed.bin')), sum);
+  assert.ok(chunks() < 121 + 2 * 16, `sent ${chunks()} chunks for 121: resumed, not restarted from zero`);
+  // Carol never comes back: node one says she left once node two has been silent long enough.
+  await h.until(() => !alice.client.peers.has(carol.identity.peerId), 5000);
+  assert.ok(alice.client.peers.has(bob.identity.peerId), 'bob, back on node one, is still listed');
 });
