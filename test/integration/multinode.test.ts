@@ -8,7 +8,7 @@ import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
-import { startRedis, type RedisServer } from '../helpers/redis';
+import { startRedis, type RedisServer } from '../../scripts/redis-server';
 import { startBalancer } from '../helpers/balancer';
 import { startRelayProcess } from '../helpers/processes';
 import { createRelay, type Relay, type RelayOptions } from '../../server/relay';

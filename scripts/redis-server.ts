@@ -1,13 +1,14 @@
 /**
- * A real `redis-server` for the multi-node tests, on a free loopback port, with nothing saved to
- * disk. A missing redis-server is an error, not a reason to skip: CI installs it (.ci/run).
+ * A real `redis-server` on a free loopback port, with nothing saved to disk, for the multi-node
+ * tests and the benchmark. A missing redis-server is an error: the tests fail, not skip (CI
+ * installs it, .ci/run).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { waitForLine } from './processes';
 
 export interface RedisServer {
   readonly url: string;
+  readonly pid: number;
   /** Redis's INFO section, as key → value. */
   info(section: string): Promise<Record<string, string>>;
   stop(): Promise<void>;
@@ -24,9 +25,13 @@ export async function startRedis(): Promise<RedisServer> {
   child.stdout.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n')));
   child.stderr.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n')));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  await waitForLine(lines, /Ready to accept connections/);
+  for (let waited = 0; !lines.some((l) => l.includes('Ready to accept connections')); waited += 20) {
+    if (waited > 10_000 || child.exitCode !== null) throw new Error(`redis-server did not start:\n${lines.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: child.pid!,
     info: async (section) => parseInfo(await command(port, `INFO ${section}`)),
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
