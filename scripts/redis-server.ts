@@ -14,12 +14,13 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/** Starts one on `port`, or on a free port. */
+export async function startRedis(port?: number): Promise<RedisServer> {
   const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
   if (found.error || found.status !== 0) {
     throw new Error('redis-server is not installed (Debian: apt-get install redis-server); the multi-node tests need a real one.');
   }
-  const port = await freePort();
+  port ??= await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   child.stdout.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n')));

@@ -75,7 +75,13 @@ export async function connectCluster(url: string, log: Logger, timeoutMs = 10_00
       return ok === 1;
     },
     async close() {
-      await Promise.allSettled([pub.close(), sub.close()]);
+      // close() waits for pending commands, which never end while Redis is unreachable.
+      const closed = Promise.allSettled([pub.close(), sub.close()]).then(() => true);
+      const timeout = new Promise<false>((resolve) => setTimeout(resolve, 2000, false).unref());
+      if (!(await Promise.race([closed, timeout]))) {
+        pub.destroy();
+        sub.destroy();
+      }
     },
   };
 }

@@ -29,9 +29,9 @@ afterEach(async () => {
 after(() => redis?.stop());
 
 /** Two relay nodes on the same Redis, and a harness for peers on either. */
-async function cluster(options: RelayOptions = {}) {
+async function cluster(options: RelayOptions = {}, redisUrl = redis.url) {
   const logger = process.env.SFT_TEST_LOG ? (await import('pino')).default({ level: 'debug' }) : undefined;
-  const nodes: Relay[] = ['node-a', 'node-b'].map((relayId) => createRelay({ ...options, redis: redis.url, relayId, ...(logger ? { logger: logger.child({ relayId }) } : {}) }));
+  const nodes: Relay[] = ['node-a', 'node-b'].map((relayId) => createRelay({ ...options, redis: redisUrl, relayId, ...(logger ? { logger: logger.child({ relayId }) } : {}) }));
   const [a, b] = await Promise.all(nodes.map((n) => n.start()));
   const h = Harness.attach(a!);
   cleanups.push(async () => {
@@ -208,4 +208,31 @@ test('a node killed mid-transfer (no goodbye): its client resumes on the other n
   // Carol never comes back: node one says she left once node two has been silent long enough.
   await h.until(() => !alice.client.peers.has(carol.identity.peerId), 5000);
   assert.ok(alice.client.peers.has(bob.identity.peerId), 'bob, back on node one, is still listed');
+});
+
+test('Redis restarts: the nodes report it in /readyz, reconnect, and transfers cross nodes again', async () => {
+  const own = await startRedis();
+  cleanups.push(() => own.stop());
+  const { h, a, b } = await cluster({}, own.url);
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const file = path.join(src, 'after.bin');
+  const sum = await writeRandomFile(file, 5 * DEFAULT_CHUNK_SIZE, 'after');
+  const ready = async (url: string) => (await fetch(`${url}/readyz`)).status;
+  await own.stop();
+  for (let i = 0; i < 100 && (await ready(a)) === 200; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await ready(a), 503, 'a node without Redis is not ready');
+  const again = await startRedis(Number(new URL(own.url).port));
+  cleanups.unshift(() => again.stop()); // After the nodes.
+  for (let i = 0; i < 200 && ((await ready(a)) !== 200 || (await ready(b)) !== 200); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await ready(a), 200);
+  assert.equal(await ready(b), 200);
+  const out = await h.tempDir();
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob')], answerTimeoutMs: 10_000 });
+  assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
+  await received;
+  assert.equal(await sha256File(path.join(out, 'after.bin')), sum);
 });
