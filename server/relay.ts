@@ -863,12 +863,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
     reply({ live: transfers.has(transferId), ...(entry ? { ended: entry } : {}) });
   });
   io.sockets.on('sft:leg', (leg, reply) => {
-    if (!transfers.get(leg.message.transferId)?.recipients.has(leg.peerId)) return reply(null);
+    const transfer = transfers.get(leg.message.transferId);
+    if (!transfer?.recipients.has(leg.peerId)) return reply(null);
     try {
-      if (leg.kind === 'answer') return reply({ ok: true, from: answerLeg(leg.peerId, leg.message) });
-      if (leg.kind === 'done') doneLeg(leg.peerId, leg.message);
+      if (leg.kind === 'answer') answerLeg(leg.peerId, leg.message);
+      else if (leg.kind === 'done') doneLeg(leg.peerId, leg.message);
       else cancelLeg(leg.peerId, leg.message);
-      reply({ ok: true, from: transfers.get(leg.message.transferId)?.from ?? leg.peerId });
+      reply({ ok: true, from: transfer.from });
     } catch (error) {
       const e = toSftError(error);
       reply({ ok: false, error: errorMessage(e.code, e.code === 'INTERNAL' ? 'The relay could not handle that message.' : e.message) });
@@ -906,6 +907,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     for (const [node, { at, peers }] of nodes) {
       if (Date.now() - at < 3 * heartbeatMs) continue;
       nodes.delete(node);
+      if (peers.length === 0) continue; // (An empty room list would mean every socket.)
       log.warn({ node, peers: peers.length }, 'a relay node went silent; its peers are taken as gone');
       const back = new Set((await io.in(peers.map(roomOf)).fetchSockets()).flatMap((s) => s.data.peer?.peerId ?? []));
       for (const peerId of peers.filter((id) => !back.has(id))) {
