@@ -53,7 +53,11 @@ return ok
 /** Connects to Redis (failing if it cannot within `timeoutMs`) and builds the adapter. */
 export async function connectCluster(url: string, log: Logger, timeoutMs = 10_000): Promise<ClusterLink> {
   const [{ createClient }, { createShardedAdapter }] = await Promise.all([import('redis'), import('@socket.io/redis-adapter')]);
-  const pub = createClient({ url, socket: { connectTimeout: timeoutMs } });
+  // A node that cannot reach Redis at start fails at once, with the cause; once connected, it
+  // keeps reconnecting (with a capped back-off) for as long as Redis is away.
+  let connected = false;
+  const reconnectStrategy = (retries: number, cause: Error) => (connected ? Math.min(50 * 2 ** retries, 2000) : cause);
+  const pub = createClient({ url, socket: { connectTimeout: timeoutMs, reconnectStrategy } });
   const sub = pub.duplicate();
   // node-redis reconnects on its own (and restores subscriptions); an unhandled 'error' would
   // crash the process, so errors are logged and readiness reports the outage.
@@ -62,6 +66,7 @@ export async function connectCluster(url: string, log: Logger, timeoutMs = 10_00
   }
   try {
     await Promise.all([pub.connect(), sub.connect()]);
+    connected = true;
   } catch (error) {
     pub.destroy();
     sub.destroy();

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
 import { startRedis, type RedisServer } from '../../scripts/redis-server';
 import { startBalancer } from '../helpers/balancer';
-import { startRelayProcess } from '../helpers/processes';
+import { run, startRelayProcess } from '../helpers/processes';
 import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Identity } from '../../extension/core/crypto/identity';
@@ -235,4 +235,15 @@ test('Redis restarts: the nodes report it in /readyz, reconnect, and transfers c
   assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
   await received;
   assert.equal(await sha256File(path.join(out, 'after.bin')), sum);
+});
+
+test('sft-relay --redis: a bad URL is a configuration error, an unreachable Redis a clear failure, and the password never printed', async () => {
+  const bad = await run('sft-relay', ['--port', '0', '--redis', 'http://127.0.0.1:6379']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /redis: expected a URL such as redis:\/\//);
+  // Nothing listens on port 1; the client gives up within its connect timeout or at the refusal.
+  const down = await run('sft-relay', ['--port', '0', '--log-level', 'warn'], { SFT_RELAY_REDIS: 'redis://:hunter2@127.0.0.1:1' });
+  assert.equal(down.code, 1);
+  assert.match(down.stderr, /could not reach redis at redis:\/\/:redacted@127\.0\.0\.1:1/);
+  assert.doesNotMatch(down.stdout + down.stderr, /hunter2/);
 });
