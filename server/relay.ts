@@ -207,6 +207,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
     throw new RangeError(`maxChunkSize must be between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE} bytes.`);
   }
   const maxTransfersPerClient = options.maxTransfersPerClient ?? 8;
+  /** What a node may hold unsent for a recipient, per transfer it receives, before SLOW_CONSUMER. */
+  const backlogPerTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
@@ -551,11 +553,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (index >= slowest + windowSize) return abort(transfer, me(), new SftError('WINDOW_EXCEEDED', 'The sender ran ahead of its receivers.'));
         // Acknowledgements bound what a sender may send; this bounds what the relay holds for a
         // recipient that acknowledges data it does not read (a pair of colluding clients).
-        const perTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
         for (const [id] of receiving) {
           const backlog = backlogOf(id);
           // The scan over transfers runs only when one transfer's allowance is already exceeded.
-          if (backlog > perTransfer && backlog > perTransfer * transfersTo(id)) {
+          if (backlog > backlogPerTransfer && backlog > backlogPerTransfer * transfersTo(id)) {
             abort(transfer, id, new SftError('SLOW_CONSUMER', 'A recipient is not reading the data it acknowledges; its transfer was stopped.'));
           }
         }
@@ -586,9 +587,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
         leg.acked = ack.index + 1;
         // The chunks of this leg are buffered here, not on the sender's node, so the check for a
         // recipient that acknowledges what it does not read is made here, at each acknowledgement.
-        const perTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
         const backlog = backlogOf(me());
-        if (backlog > perTransfer && backlog > perTransfer * (transfersTo(me()) + legsOf(me()))) {
+        if (backlog > backlogPerTransfer && backlog > backlogPerTransfer * Math.max(1, acceptedBy(me()) + legsOf(me()))) {
           leg.live = false;
           const message = 'A recipient is not reading the data it acknowledges; its transfer was stopped.';
           io.serverSideEmit('sft:fail', { transferId: ack.transferId, peerId: me(), code: 'SLOW_CONSUMER', message });
@@ -765,10 +765,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
     return bytes;
   }
 
-  function transfersTo(peerId: string): number {
+  /** Transfers held here that this peer accepted and is receiving. */
+  function acceptedBy(peerId: string): number {
     let n = 0;
     for (const t of transfers.values()) if (t.recipients.get(peerId)?.state === 'accepted') n += 1;
-    return Math.max(1, n);
+    return n;
+  }
+
+  function transfersTo(peerId: string): number {
+    return Math.max(1, acceptedBy(peerId));
   }
 
   function checkTransferLimits(peerId: string): void {
