@@ -15,6 +15,9 @@ import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Identity } from '../../extension/core/crypto/identity';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
+import { newTransferId, sealOffer } from '../../extension/core/crypto/envelope';
+import { offerToWire, type Result } from '../../extension/core/protocol';
+import { rawConnect, rawJoin, waitFor } from '../helpers/raw';
 
 let redis: RedisServer;
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -246,4 +249,49 @@ test('sft-relay --redis: a bad URL is a configuration error, an unreachable Redi
   assert.equal(down.code, 1);
   assert.match(down.stderr, /could not reach redis at redis:\/\/:redacted@127\.0\.0\.1:1/);
   assert.doesNotMatch(down.stdout + down.stderr, /hunter2/);
+});
+
+test("a recipient on another node that acknowledges what it never reads: its node stops the leg (SLOW_CONSUMER)", async () => {
+  const { a, b } = await cluster({ window: 4 });
+  const sender = Identity.generate();
+  const colluder = Identity.generate();
+  const s = await rawConnect(a);
+  const r = await rawConnect(b);
+  // The colluder's paused socket would hold a WebSocket close handshake for 30 s: destroy it.
+  const tcp = () => (r.socket.io.engine.transport as unknown as { ws: { _socket: { pause(): void; destroy(): void } } }).ws._socket;
+  cleanups.push(async () => {
+    s.close();
+    tcp().destroy();
+    r.close();
+  });
+  assert.equal((await rawJoin(s, sender, 'sender')).ok, true);
+  assert.equal((await rawJoin(r, colluder, 'colluder')).ok, true);
+  await new Promise((resolve) => setTimeout(resolve, 100)); // The colluder's room is known to node A.
+  const chunkSize = 1024 * 1024;
+  const chunks = 200; // 200 MiB if node B kept it all.
+  const transferId = newTransferId();
+  const { offer } = sealOffer({
+    sender,
+    recipients: [colluder.publicIdentity],
+    transferId,
+    createdAt: Date.now(),
+    header: { v: 1, entries: [{ path: 'x.bin', type: 'file', size: chunks * chunkSize }], chunkSize, plainBytes: chunks * chunkSize },
+  });
+  const answered = new Promise((resolve) => s.socket.once('answer', resolve));
+  r.socket.once('offer', () => r.socket.emit('answer', { transferId, accept: true }, () => undefined));
+  assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', offerToWire(offer))) as Result).ok, true);
+  await answered;
+  // The colluder stops reading its connection but keeps acknowledging everything sent.
+  tcp().pause();
+  let stopped: string | undefined;
+  s.socket.on('cancel', (m: { code: string }) => (stopped = m.code));
+  const payload = Buffer.alloc(chunkSize + 16);
+  for (let i = 0; i < chunks && !stopped; i++) {
+    s.socket.emit('chunk', transferId, i, payload);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    r.socket.emit('ack', { transferId, index: i });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  await waitFor(() => stopped !== undefined, 5000);
+  assert.equal(stopped, 'SLOW_CONSUMER');
 });
