@@ -43,6 +43,13 @@ export const RelayConfigSchema = z
     shutdownGrace: seconds.default(30),
     resumeGrace: seconds.pipe(z.number().max(86_400)).default(60),
     trustProxy: z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean()).default(false),
+    /** Join a cluster of relay nodes through this Redis server (redis:// or rediss://). */
+    redis: z
+      .string()
+      .refine((v) => URL.canParse(v) && ['redis:', 'rediss:'].includes(new URL(v).protocol), 'expected a URL such as redis://127.0.0.1:6379 or rediss://user:password@host:6380')
+      .optional(),
+    /** Seconds between a cluster node's heartbeats; silent for three, a node is taken as dead. */
+    clusterHeartbeat: seconds.pipe(z.number().min(0.1).max(3600)).default(5),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict()
@@ -131,5 +138,7 @@ function readLines(file: string): string[] {
 
 /** The configuration as it may be logged: secrets replaced by a mark. */
 export function redacted(config: RelayConfig): Record<string, unknown> {
-  return { ...config, ...(config.token ? { token: '[redacted]' } : {}) };
+  const redis = config.redis ? new URL(config.redis) : undefined;
+  if (redis?.password) redis.password = 'redacted';
+  return { ...config, ...(config.token ? { token: '[redacted]' } : {}), ...(redis ? { redis: redis.href } : {}) };
 }

@@ -34,6 +34,8 @@ const HELP: Record<string, string> = {
   resumeGrace: 'seconds an interrupted transfer may be resumed after a dropped connection [60]',
   logLevel: 'fatal | error | warn | info | debug | trace | silent [info]',
   trustProxy: 'true behind a reverse proxy: client addresses come from X-Forwarded-For [false]',
+  clusterHeartbeat: 'seconds between heartbeats of cluster nodes; a node silent for three is taken as dead [5]',
+  redis: 'join a cluster of relay nodes through this Redis server, e.g. redis://10.0.0.5:6379 (Redis 7 or newer)',
 };
 
 const command = new Command('sft-relay')
@@ -75,6 +77,7 @@ try {
     resumeGraceMs: Math.round(config.resumeGrace * 1000),
     ...(config.publicUrl ? { publicUrls: config.publicUrl.split(',').map((u) => u.trim()) } : {}),
     window: config.window,
+    ...(config.redis ? { redis: config.redis, clusterHeartbeatMs: Math.round(config.clusterHeartbeat * 1000) } : {}),
     logger,
     ...(config.tlsCert && config.tlsKey ? { tls: { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } } : {}),
     ...(config.auditLog ? { auditLog: config.auditLog, auditKeep: config.auditKeep } : {}),
@@ -93,6 +96,10 @@ relay.start().then(
     logger.info({ config: redacted(config), tokens: loadTokens(config).length, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
   },
   (error: NodeJS.ErrnoException) => {
+    if (config.redis && !error.syscall?.startsWith('listen')) {
+      process.stderr.write(`sft-relay: could not reach redis at ${redacted(config).redis as string}: ${error.code ?? error.message}\n`);
+      process.exit(1);
+    }
     process.stderr.write(`sft-relay: could not listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
     process.exit(1);
   },

@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import crypto from 'node:crypto';
 import { Server, type Socket } from 'socket.io';
 import pino from 'pino';
+import type { z } from 'zod';
 import {
   AckSchema,
   AnswerSchema,
@@ -41,6 +42,7 @@ import { TAG_BYTES } from '../extension/core/crypto/primitives';
 import { KeyedRateLimiter, TokenBucket } from './rate-limit';
 import { fileAudit, nullAudit, type AuditSink } from './audit';
 import { createRelayMetrics } from './metrics';
+import { connectCluster, type ClusterLink } from './cluster';
 
 /** A team token, optionally naming the team whose members it admits (default "default"). */
 export type TeamToken = string | { readonly token: string; readonly team: string };
@@ -96,10 +98,52 @@ export interface RelayOptions {
   resumeGraceMs?: number;
   auditLog?: string | AuditSink;
   logger?: pino.Logger;
+  /** Must be unique per node of a cluster (the default is random). */
   relayId?: string;
+  /**
+   * Join a cluster of relay nodes through this Redis server (`redis://` or `rediss://` URL):
+   * presence, offers and transfers then work between clients on different nodes. Each transfer
+   * is held by the node its sender is connected to; see `server/cluster.ts` and the README.
+   */
+  redis?: string;
+  /**
+   * In a cluster, how often each node tells the others which peers it holds (default 5000 ms). A
+   * node silent for three intervals is taken for dead: its peers are announced as gone and their
+   * transfers end as after a disconnect, unless they have joined another node meanwhile.
+   */
+  clusterHeartbeatMs?: number;
 }
 
-type RelaySocket = Socket<ClientToRelayEvents, RelayToClientEvents, Record<string, never>, SocketData>;
+type RelaySocket = Socket<ClientToRelayEvents, RelayToClientEvents, ClusterEvents, SocketData>;
+
+/** A message of a transfer's recipient, forwarded by the recipient's node to the transfer's node. */
+type LegMessage =
+  | { kind: 'answer'; peerId: string; message: z.infer<typeof AnswerSchema> }
+  | { kind: 'done'; peerId: string; message: z.infer<typeof DoneSchema> }
+  | { kind: 'cancel'; peerId: string; message: z.infer<typeof CancelSchema> };
+/** The transfer's node answers for it; every other node answers null. */
+type LegReply = { ok: true; from: string } | { ok: false; error: ErrorMessage } | null;
+type RemoteLeg = { peerId: string; socketId: string; from: string; acked: number; live: boolean };
+type EndedEntry = { from: string; at: number; resumable: boolean; done: Array<{ to: string; receipt: string }>; chunkCount: number };
+
+/**
+ * Messages between the nodes of a cluster (Socket.IO server-side events, through Redis). The
+ * nodes trust each other: whoever can publish to the Redis server speaks for every node.
+ */
+interface ClusterEvents {
+  /** Is this transfer id live or recently ended on your node? (At every offer.) */
+  'sft:lookup': (transferId: string, reply: (found: { live: boolean; ended?: EndedEntry }) => void) => void;
+  'sft:leg': (leg: LegMessage, reply: (result: LegReply) => void) => void;
+  'sft:ack': (ack: { transferId: string; index: number; peerId: string }) => void;
+  /** A recipient's node stopped its leg (it does not read what it acknowledges). */
+  'sft:fail': (failure: { transferId: string; peerId: string; code: ErrorCode; message: string }) => void;
+  /** This identity's older connections are gone: end their transfers, as after a disconnect. */
+  'sft:gone': (peerId: string, reply?: (ok: true) => void) => void;
+  /** Replace (disconnect with REPLACED) these connections of yours: their identity joined again. */
+  'sft:replace': (socketIds: string[], reply: (ok: true) => void) => void;
+  /** Sent every heartbeat: the peers joined on this node. `peers: null` says the node is leaving. */
+  'sft:alive': (node: { relayId: string; peers: string[] | null }) => void;
+}
 
 interface SocketData {
   nonce: string;
@@ -163,6 +207,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
     throw new RangeError(`maxChunkSize must be between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE} bytes.`);
   }
   const maxTransfersPerClient = options.maxTransfersPerClient ?? 8;
+  /** What a node may hold unsent for a recipient, per transfer it receives, before SLOW_CONSUMER. */
+  const backlogPerTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
@@ -181,11 +227,21 @@ export function createRelay(options: RelayOptions = {}): Relay {
    * anyone, and those cut off by a dropped connection may be offered again, by the same sender,
    * within the grace period.
    */
-  const ended = new Map<string, { from: string; at: number; resumable: boolean; done: Array<{ to: string; receipt: string }>; chunkCount: number }>();
+  const ended = new Map<string, EndedEntry>();
   const resumeGraceMs = options.resumeGraceMs ?? 60_000;
   if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
   /** Transfers being ended by a dropped connection: these may be resumed. */
   const interrupted = new Set<string>();
+  /** The link to the other nodes, from start() on, when `redis` is set; a single relay has none. */
+  let cluster: ClusterLink | undefined;
+  /**
+   * Cluster only: accepted legs of transfers held by other nodes whose recipient is connected
+   * here, so that its acknowledgements can be checked and forwarded, and its transfer interrupted
+   * when the sender's node is gone. A leg that ends here stays, not `live`, so that acknowledgements
+   * still in flight are dropped quietly (as for `ended`), until RECENTLY_ENDED newer ones push it
+   * out. A leg the other node ended is not reported back; it stays `live` until then, harmlessly.
+   */
+  const remoteLegs = new Map<string, RemoteLeg>();
 
   const metrics = createRelayMetrics(() => ({ connections: io.engine.clientsCount, peers: io.sockets.adapter.rooms.get(JOINED)?.size ?? 0, transfers: transfers.size }), options.processMetrics ?? true);
   const serveMetrics = async (res: http.ServerResponse) => {
@@ -201,7 +257,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
     if (req.method !== 'GET') return json(405, { error: 'method not allowed' });
     // Liveness: the process answers. Readiness: it takes new clients (not while draining).
     if (req.url === '/healthz') return json(200, { ok: true, relayId, protocol: PROTOCOL_VERSION });
-    if (req.url === '/readyz') return shuttingDown ? json(503, { ready: false, reason: 'shutting down' }) : json(200, { ready: true });
+    if (req.url === '/readyz') {
+      if (shuttingDown) return json(503, { ready: false, reason: 'shutting down' });
+      if (cluster && !cluster.ready()) return json(503, { ready: false, reason: 'redis unavailable' });
+      return json(200, { ready: true });
+    }
     if (req.url === '/metrics' && options.metricsPort === undefined) return void serveMetrics(res);
     json(404, { error: 'not found' });
   };
@@ -214,7 +274,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           res.writeHead(404).end();
         });
 
-  const io = new Server<ClientToRelayEvents, RelayToClientEvents, Record<string, never>, SocketData>(httpServer, {
+  const io = new Server<ClientToRelayEvents, RelayToClientEvents, ClusterEvents, SocketData>(httpServer, {
     path: SOCKET_PATH,
     transports: ['websocket'], // No long-polling: no sticky sessions, no per-request buffering.
     allowUpgrades: false,
@@ -346,10 +406,21 @@ export function createRelay(options: RelayOptions = {}): Relay {
         }
         clearTimeout(helloTimer);
         // One connection per identity: a reconnecting client replaces its stale connection.
+        const elsewhere: string[] = [];
         for (const old of await io.in(roomOf(peer.peerId)).fetchSockets()) {
-          old.data.replaced = true;
-          old.emit('relay.error', errorMessage('REPLACED', 'This identity connected again from elsewhere.'));
-          old.disconnect(true);
+          const here = io.sockets.sockets.get(old.id);
+          if (!here) {
+            elsewhere.push(old.id); // On another node: only that node can mark and close it.
+            continue;
+          }
+          replace(here);
+        }
+        if (cluster) {
+          if (elsewhere.length > 0) await clusterRequest('sft:replace', elsewhere);
+          // Every node ends the transfers of this identity's older connections, as a disconnect
+          // would: also those of a connection whose node died without telling anyone.
+          await clusterRequest('sft:gone', peer.peerId);
+          peerGone(peer.peerId);
         }
         if (!socket.connected) return;
         socket.data.peer = peer;
@@ -375,7 +446,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('NOT_PARTICIPANT', 'An offer must come from the identity that joined.');
         }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
-        const previous = ended.get(offer.transferId);
+        // In a cluster the id may be live, or have ended, on another node (a sender that moved).
+        const previous = ended.get(offer.transferId) ?? (cluster ? await lookUp(offer.transferId) : undefined);
         if (previous && offer.resume && previous.from === me.peerId && previous.done.length === offer.stanzas.length) {
           // Delivered, but the sender's connection dropped before it heard so: tell it now.
           reply({ ok: true });
@@ -400,8 +472,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('FILE_TOO_LARGE', `This relay accepts transfers of at most ${maxFileSize} bytes.`);
         }
         checkTransferLimits(me.peerId);
-        const rooms = to.map(roomOf);
-        const online = new Map((await io.in(rooms).fetchSockets()).flatMap((s) => (s.data.peer ? [[s.data.peer.peerId, s.data.team] as const] : [])));
+        const online = new Map((await io.in(to.map(roomOf)).fetchSockets()).flatMap((s) => (s.data.peer ? [[s.data.peer.peerId, s.data.team] as const] : [])));
         const offline = to.filter((id) => !online.has(id));
         if (offline.length > 0) throw new SftError('PEER_OFFLINE', `${offline.length} recipient(s) are not online.`);
         if (options.recipients === 'same-team' && to.some((id) => online.get(id) !== socket.data.team)) {
@@ -412,8 +483,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
         checkTransferLimits(me.peerId);
         // Charged when offered, against the full ciphertext: a declined offer still used the budget,
         // which keeps offers from being a free way to probe it.
-        if (byteBudgets && !previous && !byteBudgets.take(me.peerId, offer.cipherBytes)) {
+        // In a cluster the budget lives in Redis, so a client that moves between nodes keeps it.
+        const covered = (cost: number) => (cluster ? cluster.takeBudget(`sft:budget:${me.peerId}`, cost, hourly! / 3600, hourly!) : byteBudgets!.take(me.peerId, cost));
+        if (hourly !== null && !previous && !(await covered(offer.cipherBytes))) {
           throw new SftError('QUOTA_EXCEEDED', `This relay allows ${hourly} bytes per client per hour; that budget is used up for now.`);
+        }
+        if (cluster) {
+          // Redis was asked above: check once more what other offers may have changed meanwhile.
+          if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+          checkTransferLimits(me.peerId);
         }
         transfers.set(offer.transferId, {
           id: offer.transferId,
@@ -428,26 +506,23 @@ export function createRelay(options: RelayOptions = {}): Relay {
         });
         audit.write({ event: 'offer', transfer: offer.transferId, from: me.peerId, to, cipherBytes: offer.cipherBytes, chunks: offer.chunkCount });
         metrics.offer();
-        io.to(rooms).emit('offer', offer);
+        for (const target of toPeers(to)) target.emit('offer', offer);
         reply({ ok: true });
       }),
     );
 
+    // A recipient's answer, done and cancel are handled where the transfer is held: here, or on
+    // the sender's node, which the recipient's node asks and waits for (so the acknowledgement
+    // still says whether it was taken).
     socket.on(
       'answer',
-      guard('answer', true, (raw: unknown) => {
+      guard('answer', true, (raw: unknown, reply?: Reply) => {
         const answer = parse(AnswerSchema, raw, 'answer');
-        const { transfer, recipient } = asRecipient(answer.transferId);
-        if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
-        if (answer.resumeFrom !== undefined && (!transfer.resumed || !answer.accept || answer.resumeFrom > transfer.layout.chunkCount)) {
-          throw new SftError('BAD_MESSAGE', 'A resume point must lie within the transfer.');
-        }
-        recipient.state = answer.accept ? 'accepted' : 'declined';
-        recipient.acked = answer.resumeFrom ?? 0;
-        if (!answer.accept) metrics.leg('declined');
-        audit.write({ event: answer.accept ? 'accept' : 'decline', transfer: transfer.id, from: transfer.from, to: me() });
-        io.to(roomOf(transfer.from)).emit('answer', { ...answer, from: me() });
-        settle(transfer);
+        if (!cluster || transfers.has(answer.transferId)) return void answerLeg(me(), answer);
+        return forwardLeg({ kind: 'answer', peerId: me(), message: answer }).then((from) => {
+          if (answer.accept) rememberLeg(answer.transferId, { peerId: me(), socketId: socket.id, from, acked: answer.resumeFrom ?? 0, live: true });
+          reply?.({ ok: true });
+        });
       }),
     );
 
@@ -478,11 +553,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (index >= slowest + windowSize) return abort(transfer, me(), new SftError('WINDOW_EXCEEDED', 'The sender ran ahead of its receivers.'));
         // Acknowledgements bound what a sender may send; this bounds what the relay holds for a
         // recipient that acknowledges data it does not read (a pair of colluding clients).
-        const perTransfer = windowSize * 2 * (maxChunkSize + TAG_BYTES);
         for (const [id] of receiving) {
           const backlog = backlogOf(id);
           // The scan over transfers runs only when one transfer's allowance is already exceeded.
-          if (backlog > perTransfer && backlog > perTransfer * transfersTo(id)) {
+          if (backlog > backlogPerTransfer && backlog > backlogPerTransfer * transfersTo(id)) {
             abort(transfer, id, new SftError('SLOW_CONSUMER', 'A recipient is not reading the data it acknowledges; its transfer was stopped.'));
           }
         }
@@ -490,7 +564,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (receiving.length === 0) return;
         transfer.nextIndex += 1;
         transfer.cipherBytes += data.length;
-        io.to(receiving.map(([id]) => roomOf(id))).emit('chunk', transfer.id, index as number, data);
+        for (const target of toPeers(receiving.map(([id]) => id))) target.emit('chunk', transfer.id, index as number, data);
         metrics.relayed(data.length * receiving.length);
       }),
     );
@@ -499,42 +573,52 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'ack',
       guard('ack', false, (raw: unknown) => {
         const ack = parse(AckSchema, raw, 'ack');
-        if (!transfers.has(ack.transferId) && ended.has(ack.transferId)) return;
-        const { transfer, recipient } = asRecipient(ack.transferId);
-        // Strictly increasing: a repeated acknowledgement carries no news and is not forwarded.
-        if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 <= recipient.acked) {
-          throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
+        if (!cluster || transfers.has(ack.transferId)) {
+          if (!transfers.has(ack.transferId) && ended.has(ack.transferId)) return;
+          return ackLeg(me(), ack);
         }
-        recipient.acked = ack.index + 1;
-        io.to(roomOf(transfer.from)).emit('ack', { ...ack, from: me() });
+        const leg = remoteLegs.get(ack.transferId);
+        if (!leg || leg.peerId !== me()) {
+          if (ended.has(ack.transferId)) return;
+          throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+        }
+        if (!leg.live) return; // Was in flight when the leg ended.
+        if (ack.index + 1 <= leg.acked) throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
+        leg.acked = ack.index + 1;
+        // The chunks of this leg are buffered here, not on the sender's node, so the check for a
+        // recipient that acknowledges what it does not read is made here, at each acknowledgement.
+        const backlog = backlogOf(me());
+        if (backlog > backlogPerTransfer && backlog > backlogPerTransfer * Math.max(1, acceptedBy(me()) + legsOf(me()))) {
+          leg.live = false;
+          const message = 'A recipient is not reading the data it acknowledges; its transfer was stopped.';
+          io.serverSideEmit('sft:fail', { transferId: ack.transferId, peerId: me(), code: 'SLOW_CONSUMER', message });
+          return;
+        }
+        io.serverSideEmit('sft:ack', { ...ack, peerId: me() });
       }),
     );
 
     socket.on(
       'done',
-      guard('done', true, (raw: unknown) => {
+      guard('done', true, (raw: unknown, reply?: Reply) => {
         const ref = parse(DoneSchema, raw, 'done');
-        const { transfer, recipient } = asRecipient(ref.transferId);
-        if (recipient.state !== 'accepted' || recipient.acked !== transfer.layout.chunkCount) {
-          throw new SftError('BAD_MESSAGE', 'A transfer is done only after its last chunk.');
-        }
-        recipient.state = 'done';
-        recipient.receipt = ref.receipt;
-        metrics.leg('complete');
-        audit.write({ event: 'complete', transfer: transfer.id, from: transfer.from, to: me(), cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
-        io.to(roomOf(transfer.from)).emit('done', { ...ref, from: me() });
-        settle(transfer);
+        if (!cluster || transfers.has(ref.transferId)) return doneLeg(me(), ref);
+        return forwardLeg({ kind: 'done', peerId: me(), message: ref }).then(() => {
+          endLeg(ref.transferId);
+          reply?.({ ok: true });
+        });
       }),
     );
 
     socket.on(
       'cancel',
-      guard('cancel', true, (raw: unknown) => {
+      guard('cancel', true, (raw: unknown, reply?: Reply) => {
         const cancel = parse(CancelSchema, raw, 'cancel');
-        const transfer = transfers.get(cancel.transferId);
-        if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
-        if (transfer.from !== me() && !transfer.recipients.has(me())) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
-        abort(transfer, me(), new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+        if (!cluster || transfers.has(cancel.transferId)) return cancelLeg(me(), cancel);
+        return forwardLeg({ kind: 'cancel', peerId: me(), message: cancel }).then(() => {
+          endLeg(cancel.transferId);
+          reply?.({ ok: true });
+        });
       }),
     );
 
@@ -542,13 +626,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
       clearTimeout(helloTimer);
       const peer = socket.data.peer;
       if (!peer) return;
-      for (const transfer of [...transfers.values()]) {
-        if (transfer.from === peer.peerId || transfer.recipients.has(peer.peerId)) {
-          if (transfer.recipients.size === 1) interrupted.add(transfer.id);
-          abort(transfer, peer.peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
-          interrupted.delete(transfer.id);
-        }
-      }
+      peerGone(peer.peerId, socket.id);
+      // The other nodes end this peer's transfers they hold, and its legs they serve.
+      if (cluster) io.serverSideEmit('sft:gone', peer.peerId);
       audit.write({ event: 'leave', peer: peer.peerId });
       log.info({ peer: peer.peerId, reason }, 'peer left');
       if (!socket.data.replaced) io.to(JOINED).emit('peer.left', { peerId: peer.peerId });
@@ -565,15 +645,88 @@ export function createRelay(options: RelayOptions = {}): Relay {
       maxFileSize,
       resumeGraceMs,
     });
-
-    function asRecipient(transferId: string) {
-      const transfer = transfers.get(transferId);
-      if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
-      const recipient = transfer.recipients.get(me());
-      if (!recipient) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
-      return { transfer, recipient };
-    }
   });
+
+  function asRecipient(transferId: string, peerId: string) {
+    const transfer = transfers.get(transferId);
+    if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    const recipient = transfer.recipients.get(peerId);
+    if (!recipient) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
+    return { transfer, recipient };
+  }
+
+  // ---- A recipient's messages about a transfer held by this node (its own or forwarded). ----
+
+  /** Records an answer; returns the transfer's sender. */
+  function answerLeg(peerId: string, answer: z.infer<typeof AnswerSchema>): string {
+    const { transfer, recipient } = asRecipient(answer.transferId, peerId);
+    if (recipient.state !== 'offered') throw new SftError('BAD_MESSAGE', 'This offer was already answered.');
+    if (answer.resumeFrom !== undefined && (!transfer.resumed || !answer.accept || answer.resumeFrom > transfer.layout.chunkCount)) {
+      throw new SftError('BAD_MESSAGE', 'A resume point must lie within the transfer.');
+    }
+    recipient.state = answer.accept ? 'accepted' : 'declined';
+    recipient.acked = answer.resumeFrom ?? 0;
+    if (!answer.accept) metrics.leg('declined');
+    audit.write({ event: answer.accept ? 'accept' : 'decline', transfer: transfer.id, from: transfer.from, to: peerId });
+    for (const target of toPeers([transfer.from])) target.emit('answer', { ...answer, from: peerId });
+    settle(transfer);
+    return transfer.from;
+  }
+
+  function ackLeg(peerId: string, ack: z.infer<typeof AckSchema>): void {
+    const { transfer, recipient } = asRecipient(ack.transferId, peerId);
+    // Strictly increasing: a repeated acknowledgement carries no news and is not forwarded.
+    if (recipient.state !== 'accepted' || ack.index >= transfer.nextIndex || ack.index + 1 <= recipient.acked) {
+      throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
+    }
+    recipient.acked = ack.index + 1;
+    for (const target of toPeers([transfer.from])) target.emit('ack', { ...ack, from: peerId });
+  }
+
+  function doneLeg(peerId: string, ref: z.infer<typeof DoneSchema>): void {
+    const { transfer, recipient } = asRecipient(ref.transferId, peerId);
+    if (recipient.state !== 'accepted' || recipient.acked !== transfer.layout.chunkCount) {
+      throw new SftError('BAD_MESSAGE', 'A transfer is done only after its last chunk.');
+    }
+    recipient.state = 'done';
+    recipient.receipt = ref.receipt;
+    metrics.leg('complete');
+    audit.write({ event: 'complete', transfer: transfer.id, from: transfer.from, to: peerId, cipherBytes: transfer.cipherBytes, durationMs: Date.now() - transfer.startedAt });
+    for (const target of toPeers([transfer.from])) target.emit('done', { ...ref, from: peerId });
+    settle(transfer);
+  }
+
+  function cancelLeg(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
+    const transfer = transfers.get(cancel.transferId);
+    if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    if (transfer.from !== peerId && !transfer.recipients.has(peerId)) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
+    abort(transfer, peerId, new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+  }
+
+  /**
+   * A peer's connection is gone (or, with `socketId` unset, every connection it had before the
+   * one now joining): its transfers held here end as after a disconnect, resumable when they have
+   * one recipient, and the legs it received here from other nodes' transfers are forgotten. A
+   * recipient connected here whose sender it was is told, because the sender's node may be the
+   * one that died (if it is alive it says the same; the second notice changes nothing).
+   */
+  function peerGone(peerId: string, socketId?: string): void {
+    for (const transfer of [...transfers.values()]) {
+      if (transfer.from === peerId || transfer.recipients.has(peerId)) {
+        if (transfer.recipients.size === 1) interrupted.add(transfer.id);
+        abort(transfer, peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
+        interrupted.delete(transfer.id);
+      }
+    }
+    for (const [transferId, leg] of remoteLegs) {
+      if (!leg.live) continue;
+      if (leg.peerId === peerId && (socketId === undefined || leg.socketId === socketId)) leg.live = false;
+      else if (leg.from === peerId) {
+        leg.live = false;
+        io.local.to(roomOf(leg.peerId)).emit('cancel', { transferId, code: 'PEER_GONE', message: 'A participant disconnected.', from: peerId });
+      }
+    }
+  }
 
   /**
    * Ends a transfer's live legs with `error`. When the sender (or a relay-side check on the
@@ -591,7 +744,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     }
     if (legs.length === 0) return settle(transfer);
     const notify = [...legs.map(([id]) => id), transfer.from].filter((id) => id !== by || kind === 'fail');
-    if (notify.length > 0) io.to(notify.map(roomOf)).emit('cancel', message);
+    if (notify.length > 0) for (const target of toPeers(notify)) target.emit('cancel', message);
     settle(transfer);
   }
 
@@ -612,10 +765,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
     return bytes;
   }
 
-  function transfersTo(peerId: string): number {
+  /** Transfers held here that this peer accepted and is receiving. */
+  function acceptedBy(peerId: string): number {
     let n = 0;
     for (const t of transfers.values()) if (t.recipients.get(peerId)?.state === 'accepted') n += 1;
-    return Math.max(1, n);
+    return n;
+  }
+
+  function transfersTo(peerId: string): number {
+    return Math.max(1, acceptedBy(peerId));
   }
 
   function checkTransferLimits(peerId: string): void {
@@ -636,6 +794,142 @@ export function createRelay(options: RelayOptions = {}): Relay {
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }
 
+  /** Disconnects a connection whose identity joined again; no `peer.left` is sent for it. */
+  function replace(socket: RelaySocket): void {
+    socket.data.replaced = true;
+    socket.emit('relay.error', errorMessage('REPLACED', 'This identity connected again from elsewhere.'));
+    socket.disconnect(true);
+  }
+
+  /**
+   * Where to emit for these peers. In a cluster, peers connected here are reached without Redis,
+   * and each other peer through its own room's channel, which only its node reads.
+   */
+  function toPeers(peerIds: readonly string[]) {
+    if (!cluster) return [io.to(peerIds.map(roomOf))];
+    const here = peerIds.filter((id) => io.sockets.adapter.rooms.has(roomOf(id)));
+    const targets = peerIds.filter((id) => !here.includes(id)).map((id) => io.to(roomOf(id)));
+    return here.length > 0 ? [io.local.to(here.map(roomOf)), ...targets] : targets;
+  }
+
+  // ---- Cluster: messages between nodes (only with `redis`). ----
+
+  /** Asks every other node; resolves with the answers that came (a node that died gives none). */
+  function clusterRequest<E extends 'sft:lookup' | 'sft:leg' | 'sft:gone' | 'sft:replace'>(event: E, arg: Parameters<ClusterEvents[E]>[0]) {
+    type Answer = Parameters<NonNullable<Parameters<ClusterEvents[E]>[1]>>[0];
+    // Through the adapter itself, whose promise is the only place a failure to reach Redis shows.
+    const adapter = io.sockets.adapter as unknown as { serverSideEmit(packet: unknown[]): Promise<void> | void };
+    return new Promise<Answer[]>((resolve) => {
+      const ack = (error: Error | null, answers: Answer[]) => {
+        if (error) log.warn({ event, err: error }, 'a relay node did not answer in time');
+        resolve(answers ?? []);
+      };
+      Promise.resolve(adapter.serverSideEmit([event, arg, ack])).catch((error: unknown) => {
+        log.error({ event, err: error }, 'could not reach the other relay nodes');
+        resolve([]);
+      });
+    });
+  }
+
+  /** Hands a recipient's message to the node holding the transfer; resolves with its sender. */
+  async function forwardLeg(leg: LegMessage): Promise<string> {
+    const result = (await clusterRequest('sft:leg', leg)).find((answer) => answer !== null);
+    if (!result) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    if (!result.ok) throw new SftError(result.error.code, result.error.message);
+    return result.from;
+  }
+
+  function endLeg(transferId: string): void {
+    const leg = remoteLegs.get(transferId);
+    if (leg) leg.live = false;
+  }
+
+  function rememberLeg(transferId: string, leg: RemoteLeg): void {
+    remoteLegs.delete(transferId);
+    remoteLegs.set(transferId, leg);
+    if (remoteLegs.size > RECENTLY_ENDED) remoteLegs.delete(remoteLegs.keys().next().value!);
+  }
+
+  function legsOf(peerId: string): number {
+    let n = 0;
+    for (const leg of remoteLegs.values()) if (leg.live && leg.peerId === peerId) n += 1;
+    return n;
+  }
+
+  /** A transfer id live on another node is taken; one that ended there may be resumed here. */
+  async function lookUp(transferId: string): Promise<EndedEntry | undefined> {
+    const found = await clusterRequest('sft:lookup', transferId);
+    if (found.some((f) => f.live)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+    return found.flatMap((f) => (f.ended ? [f.ended] : [])).sort((a, b) => b.at - a.at)[0];
+  }
+
+  io.sockets.on('sft:lookup', (transferId, reply) => {
+    const entry = ended.get(transferId);
+    reply({ live: transfers.has(transferId), ...(entry ? { ended: entry } : {}) });
+  });
+  io.sockets.on('sft:leg', (leg, reply) => {
+    const transfer = transfers.get(leg.message.transferId);
+    if (!transfer?.recipients.has(leg.peerId)) return reply(null);
+    try {
+      if (leg.kind === 'answer') answerLeg(leg.peerId, leg.message);
+      else if (leg.kind === 'done') doneLeg(leg.peerId, leg.message);
+      else cancelLeg(leg.peerId, leg.message);
+      reply({ ok: true, from: transfer.from });
+    } catch (error) {
+      const e = toSftError(error);
+      reply({ ok: false, error: errorMessage(e.code, e.code === 'INTERNAL' ? 'The relay could not handle that message.' : e.message) });
+    }
+  });
+  io.sockets.on('sft:ack', (ack) => {
+    if (!transfers.has(ack.transferId)) return; // Another node's, or ended here: dropped quietly.
+    try {
+      ackLeg(ack.peerId, ack);
+    } catch (error) {
+      const e = toSftError(error);
+      io.to(roomOf(ack.peerId)).emit('relay.error', errorMessage(e.code, e.message, ack.transferId));
+    }
+  });
+  io.sockets.on('sft:fail', (failure) => {
+    const transfer = transfers.get(failure.transferId);
+    if (transfer?.recipients.has(failure.peerId)) abort(transfer, failure.peerId, new SftError(failure.code, failure.message));
+  });
+  io.sockets.on('sft:gone', (peerId, reply) => {
+    peerGone(peerId);
+    reply?.(true); // Sent without a reply by a node whose peer disconnected.
+  });
+  // Liveness: a node that dies without a word cannot say that its peers left; the others notice
+  // its silence and say it for it, each to its own peers.
+  const heartbeatMs = options.clusterHeartbeatMs ?? 5000;
+  const nodes = new Map<string, { at: number; peers: string[] }>();
+  let heartbeat: NodeJS.Timeout | undefined;
+  const localPeers = () => [...(io.sockets.adapter.rooms.get(JOINED) ?? [])].flatMap((id) => io.sockets.sockets.get(id)?.data.peer?.peerId ?? []);
+  io.sockets.on('sft:alive', ({ relayId: node, peers }) => {
+    if (peers === null) nodes.delete(node);
+    else nodes.set(node, { at: Date.now(), peers });
+  });
+  async function beat(): Promise<void> {
+    io.serverSideEmit('sft:alive', { relayId, peers: localPeers() });
+    for (const [node, { at, peers }] of nodes) {
+      if (Date.now() - at < 3 * heartbeatMs) continue;
+      nodes.delete(node);
+      if (peers.length === 0) continue; // (An empty room list would mean every socket.)
+      log.warn({ node, peers: peers.length }, 'a relay node went silent; its peers are taken as gone');
+      const back = new Set((await io.in(peers.map(roomOf)).fetchSockets()).flatMap((s) => s.data.peer?.peerId ?? []));
+      for (const peerId of peers.filter((id) => !back.has(id))) {
+        peerGone(peerId);
+        io.local.to(JOINED).emit('peer.left', { peerId });
+      }
+    }
+  }
+
+  io.sockets.on('sft:replace', (socketIds, reply) => {
+    for (const id of socketIds) {
+      const socket = io.sockets.sockets.get(id);
+      if (socket) replace(socket);
+    }
+    reply(true);
+  });
+
   let url: string | undefined;
   let metricsUrl: string | undefined;
   return {
@@ -647,6 +941,15 @@ export function createRelay(options: RelayOptions = {}): Relay {
       return metricsUrl;
     },
     async start() {
+      if (options.redis) {
+        const link = await connectCluster(options.redis, log);
+        cluster = link;
+        io.adapter(link.adapter as Parameters<typeof io.adapter>[0]);
+        log.info({ relayId }, 'joined the relay cluster through redis');
+        heartbeat = setInterval(() => void beat().catch((error: unknown) => log.error({ err: error }, 'cluster heartbeat failed')), heartbeatMs);
+        heartbeat.unref();
+        void beat(); // At once, so the others know this node before its first interval ends.
+      }
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
         httpServer.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
@@ -670,7 +973,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       shuttingDown = true;
       const running = transfers.size;
       log.info({ running, graceMs }, 'draining');
-      io.to(JOINED).emit(
+      // Only this node's peers: the others stay where they are.
+      io.local.to(JOINED).emit(
         'relay.error',
         errorMessage('SHUTTING_DOWN', running > 0 && graceMs > 0 ? `The relay is shutting down; running transfers have ${Math.round(graceMs / 1000)} s to finish.` : 'The relay is shutting down.'),
       );
@@ -682,6 +986,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
       httpServer.closeAllConnections();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       await audit.close();
+      clearInterval(heartbeat);
+      if (cluster) io.serverSideEmit('sft:alive', { relayId, peers: null });
+      await cluster?.close();
       transfers.clear();
     },
     async reload(update) {
@@ -689,7 +996,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       if (update.allowList !== undefined) allowList = update.allowList;
       const list = allowList;
       if (!list) return;
-      for (const s of await io.in(JOINED).fetchSockets()) {
+      // Each node applies its own list to its own peers (in a cluster, reload every node).
+      for (const s of await io.local.in(JOINED).fetchSockets()) {
         if (s.data.peer && !list.has(s.data.peer.peerId)) {
           s.emit('relay.error', errorMessage('NOT_ALLOWED', "This peer id was removed from the relay's allow-list."));
           s.disconnect(true);

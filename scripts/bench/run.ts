@@ -6,11 +6,14 @@
  *
  *   tcp-relay   plain TCP relay, no encryption (scripts/bench/tcp-relay.ts)
  *   sft         sft-relay with sft send / sft receive: end-to-end encrypted, full protocol
+ *   sft-2-nodes the same, with the sender and the receiver on two sft-relay nodes joined through
+ *               a redis-server started for each run (skipped when redis-server is missing);
+ *               also reports Redis's CPU and its peak memory (INFO memory used_memory_peak)
  *
  * Environment: SFT_BENCH_MB (default 1024), SFT_BENCH_RUNS (default 3),
  * SFT_BENCH_OUT (default .artifacts/bench.json).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +21,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { formatBytes } from '../../extension/core/format';
 import { sha256File } from '../hash';
+import { startRedis } from '../redis-server';
 
 const ROOT = path.resolve(__dirname, '..');
 const DIST = path.join(ROOT, 'dist');
@@ -32,6 +36,8 @@ interface ProcessFigures {
 interface RunFigures {
   seconds: number;
   processes: Record<string, ProcessFigures>;
+  /** Two-node runs: Redis's CPU seconds during the run and its peak memory. */
+  redis?: { cpuSeconds: number; usedMemoryPeakBytes: number };
 }
 
 interface Started {
@@ -100,6 +106,40 @@ async function runSft(work: string, file: string, outDir: string, run: number): 
   return { seconds, processes: { ...clients, ...(await finish({ relay })) } };
 }
 
+async function runSftTwoNodes(work: string, file: string, outDir: string, run: number): Promise<RunFigures> {
+  const redis = await startRedis();
+  try {
+    const nodeArgs = ['--port', '0', '--log-level', 'warn', '--redis', redis.url];
+    const relay = startNode(work, 'relay', path.join(DIST, 'relay.js'), nodeArgs);
+    const relay2 = startNode(work, 'relay2', path.join(DIST, 'relay.js'), nodeArgs);
+    const [, senderUrl] = await waitForLine(relay, /^sft-relay listening on (\S+)$/);
+    const [, receiverUrl] = await waitForLine(relay2, /^sft-relay listening on (\S+)$/);
+    const identity = ['--identity'];
+    const receiver = startNode(work, 'receiver', path.join(DIST, 'cli.js'), ['receive', '--out', outDir, '--yes', '--once', '--name', `recv2n${run}`, '--relay', receiverUrl!, ...identity, path.join(work, 'id-recv')]);
+    await waitForLine(receiver, /Waiting for files/);
+    const cpuBefore = await redisCpu(redis);
+    const t0 = performance.now();
+    const sender = startNode(work, 'sender', path.join(DIST, 'cli.js'), ['send', file, '--to', `recv2n${run}`, '--name', 'sender', '--relay', senderUrl!, ...identity, path.join(work, 'id-send')]);
+    const clients = await finish({ sender, receiver });
+    const seconds = (performance.now() - t0) / 1000;
+    const cpuSeconds = (await redisCpu(redis)) - cpuBefore;
+    const usedMemoryPeakBytes = Number((await redis.info('memory')).used_memory_peak);
+    for (const r of [relay, relay2]) r.child.kill('SIGTERM');
+    return { seconds, processes: { ...clients, ...(await finish({ relay, relay2 })) }, redis: { cpuSeconds, usedMemoryPeakBytes } };
+  } finally {
+    await redis.stop();
+  }
+}
+
+async function redisCpu(redis: Awaited<ReturnType<typeof startRedis>>): Promise<number> {
+  const cpu = await redis.info('cpu');
+  return Number(cpu.used_cpu_sys) + Number(cpu.used_cpu_user);
+}
+
+function haveRedis(): boolean {
+  return spawnSync('redis-server', ['--version']).status === 0;
+}
+
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function main() {
@@ -116,7 +156,9 @@ async function main() {
     await handle.close();
     const expected = await sha256File(file);
 
-    const results: Record<string, RunFigures[]> = { 'tcp-relay': [], sft: [] };
+    const twoNodes = haveRedis();
+    if (!twoNodes) process.stdout.write('redis-server not found: skipping the two-node path (apt-get install redis-server)\n');
+    const results: Record<string, RunFigures[]> = { 'tcp-relay': [], sft: [], ...(twoNodes ? { 'sft-2-nodes': [] } : {}) };
     for (let run = 0; run < runs; run++) {
       // Alternate the paths so drift on the machine touches both alike.
       const tcpOut = path.join(work, 'tcp-out.bin');
@@ -127,7 +169,14 @@ async function main() {
       results.sft!.push(await runSft(work, file, sftOut, run));
       if (run === 0 && (await sha256File(path.join(sftOut, 'payload.bin'))) !== expected) throw new Error('sft corrupted the file');
       await fs.rm(sftOut, { recursive: true });
-      process.stdout.write(`run ${run + 1}/${runs}: tcp-relay ${(size / 1e6 / results['tcp-relay']!.at(-1)!.seconds).toFixed(0)} MB/s, sft ${(size / 1e6 / results.sft!.at(-1)!.seconds).toFixed(0)} MB/s\n`);
+      if (twoNodes) {
+        const clusterOut = path.join(work, `sft-2-nodes-out-${run}`);
+        results['sft-2-nodes']!.push(await runSftTwoNodes(work, file, clusterOut, run));
+        if (run === 0 && (await sha256File(path.join(clusterOut, 'payload.bin'))) !== expected) throw new Error('sft through two nodes corrupted the file');
+        await fs.rm(clusterOut, { recursive: true });
+      }
+      const rates = Object.entries(results).map(([name, list]) => `${name} ${(size / 1e6 / list.at(-1)!.seconds).toFixed(0)} MB/s`);
+      process.stdout.write(`run ${run + 1}/${runs}: ${rates.join(', ')}\n`);
     }
 
     const summary = Object.fromEntries(
@@ -139,8 +188,16 @@ async function main() {
           {
             mbPerSecond: median(list.map((r) => size / 1e6 / r.seconds)),
             cpuSecondsPerGiB: median(list.map((r) => Object.values(r.processes).reduce((n, p) => n + p.cpuSeconds, 0) / gib)),
-            relayCpuSecondsPerGiB: median(list.map((r) => r.processes.relay!.cpuSeconds / gib)),
+            // Every relay node together (one, or two joined through Redis); Redis is reported apart.
+            relayCpuSecondsPerGiB: median(list.map((r) => names.filter((p) => p.startsWith('relay')).reduce((n, p) => n + r.processes[p]!.cpuSeconds, 0) / gib)),
+            cpuSecondsPerGiBByProcess: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.cpuSeconds / gib))])),
             peakRssMiB: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.maxRssBytes / 2 ** 20))])),
+            ...(list[0]!.redis
+              ? {
+                  redisCpuSecondsPerGiB: median(list.map((r) => r.redis!.cpuSeconds / gib)),
+                  redisUsedMemoryPeakMiB: median(list.map((r) => r.redis!.usedMemoryPeakBytes / 2 ** 20)),
+                }
+              : {}),
             runs: list,
           },
         ];
@@ -160,7 +217,13 @@ async function main() {
     process.stdout.write('| path | MB/s | CPU s per GiB (all) | relay CPU s per GiB | peak RSS MiB (relay / sender / receiver) |\n|---|---|---|---|---|\n');
     for (const [name, s] of Object.entries(summary)) {
       const rss = s.peakRssMiB as Record<string, number>;
-      process.stdout.write(`| ${name} | ${s.mbPerSecond.toFixed(0)} | ${s.cpuSecondsPerGiB.toFixed(1)} | ${s.relayCpuSecondsPerGiB.toFixed(1)} | ${rss.relay!.toFixed(0)} / ${rss.sender!.toFixed(0)} / ${rss.receiver!.toFixed(0)} |\n`);
+      const relays = Object.keys(rss).filter((p) => p.startsWith('relay')).map((p) => rss[p]!.toFixed(0)).join(' + ');
+      process.stdout.write(`| ${name} | ${s.mbPerSecond.toFixed(0)} | ${s.cpuSecondsPerGiB.toFixed(1)} | ${s.relayCpuSecondsPerGiB.toFixed(1)} | ${relays} / ${rss.sender!.toFixed(0)} / ${rss.receiver!.toFixed(0)} |\n`);
+    }
+    const cluster = summary['sft-2-nodes'];
+    if (cluster) {
+      const byProcess = Object.entries(cluster.cpuSecondsPerGiBByProcess).map(([p, v]) => `${p} ${v.toFixed(1)}`);
+      process.stdout.write(`\nsft-2-nodes: CPU s per GiB by process: ${byProcess.join(', ')}, redis ${cluster.redisCpuSecondsPerGiB!.toFixed(1)} (not in the totals); Redis used_memory_peak ${cluster.redisUsedMemoryPeakMiB!.toFixed(1)} MiB\n`);
     }
     process.stdout.write(`\nsft reaches ${(report.ratioToTcpRelay * 100).toFixed(0)}% of the plain TCP relay.\n`);
     const outFile = path.resolve(process.env.SFT_BENCH_OUT ?? path.join(ROOT, '.artifacts', 'bench.json'));
