@@ -450,11 +450,14 @@ export async function rightClickMenuItem(page: Page, row: Locator, name: string 
     try {
       // On a busy machine the menu itself can take seconds to open.
       await item.waitFor({ state: 'visible', timeout: 2000 * attempt });
+      // The workbench ignores a click that lands while the menu is still being laid out.
+      await page.waitForTimeout(300);
       await item.click();
-      // Let the menu fade out by itself: an Escape now would also close whatever the command just
-      // opened (a quick pick, a dialog).
-      await page.locator('.monaco-menu-container').first().waitFor({ state: 'hidden', timeout: 3000 }).catch(() => undefined);
-      return;
+      // A taken click closes the menu. Let it fade out by itself: an Escape now would also close
+      // whatever the command just opened (a quick pick, a dialog). Still open: the click was lost.
+      const closed = await page.locator('.monaco-menu-container').first().waitFor({ state: 'hidden', timeout: 3000 }).then(() => true, () => false);
+      if (closed) return;
+      lastError = new Error('the menu stayed open after the click');
     } catch (error) {
       lastError = error;
     }

@@ -134,9 +134,15 @@ test('a right-click in the Explorer reaches the extension, and its message shows
     const row = explorerRow(page, 'hello.txt');
     await row.waitFor();
     await screenshot(page, shots, 'workbench');
-    await rightClickMenuItem(page, row, 'Ping');
-    const rows = await notificationRows(page);
-    await rows.filter({ hasText: 'hostcheck pong hello.txt' }).waitFor();
+    // A person whose click did not take clicks again: so does the test, up to three times.
+    for (let attempt = 1; ; attempt++) {
+      await rightClickMenuItem(page, row, 'Ping');
+      const rows = await notificationRows(page);
+      const shown = await rows.filter({ hasText: 'hostcheck pong hello.txt' }).waitFor({ timeout: 10_000 }).then(() => true, () => false);
+      if (shown) break;
+      if (attempt === 3) assert.fail('the Ping command never showed its message');
+      await page.keyboard.press('Escape');
+    }
     await screenshot(page, shots, 'notification');
     assert.deepEqual(blockedRequests.filter((url) => !url.startsWith('chrome')), [], 'the workbench tried to reach the internet');
   } finally {
