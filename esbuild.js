@@ -6,37 +6,50 @@ const esbuild = require('esbuild');
 const production = process.argv.includes('--production');
 const watch = process.argv.includes('--watch');
 
-const entryPoints = {
-  relay: 'server/main.ts',
-  cli: 'extension/cli/main.ts',
-  demo: 'scripts/demo.ts',
-  bench: 'scripts/bench/run.ts',
-  'bench-tcp-relay': 'scripts/bench/tcp-relay.ts',
-  extension: 'extension/vscode/extension.ts',
-  // The extension-host test suites (run inside a real VS Code, see test/vscode).
-  'test/vscode-suite': 'test/vscode/suite/index.ts',
+const common = {
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  outdir: 'dist',
+  minify: production,
+  sourcemap: !production,
+  sourcesContent: false,
+  logLevel: 'warning',
 };
+const external = ['vscode', 'bufferutil', 'utf-8-validate', 'mocha'];
+
+const builds = [
+  {
+    ...common,
+    external,
+    entryPoints: {
+      relay: 'server/main.ts',
+      cli: 'extension/cli/main.ts',
+      demo: 'scripts/demo.ts',
+      bench: 'scripts/bench/run.ts',
+      'bench-tcp-relay': 'scripts/bench/tcp-relay.ts',
+      // The extension-host test suites (run inside a real VS Code, see test/vscode).
+      'test/vscode-suite': 'test/vscode/suite/index.ts',
+    },
+  },
+  {
+    ...common,
+    // The relay Start Relay embeds is a single node: the Redis client and adapter, loaded only
+    // for a cluster, stay out of the .vsix.
+    external: [...external, 'redis', '@socket.io/redis-adapter'],
+    entryPoints: { extension: 'extension/vscode/extension.ts' },
+  },
+];
 
 async function main() {
-  const ctx = await esbuild.context({
-    entryPoints,
-    bundle: true,
-    format: 'cjs',
-    platform: 'node',
-    target: 'node20',
-    outdir: 'dist',
-    external: ['vscode', 'bufferutil', 'utf-8-validate', 'mocha'],
-    minify: production,
-    sourcemap: !production,
-    sourcesContent: false,
-    logLevel: 'warning',
-  });
+  const contexts = await Promise.all(builds.map((options) => esbuild.context(options)));
   if (watch) {
-    await ctx.watch();
+    await Promise.all(contexts.map((ctx) => ctx.watch()));
     return;
   }
-  await ctx.rebuild();
-  await ctx.dispose();
+  await Promise.all(contexts.map((ctx) => ctx.rebuild()));
+  await Promise.all(contexts.map((ctx) => ctx.dispose()));
 }
 
 main().catch((error) => {
