@@ -60,7 +60,7 @@ async function setUp(relayArgs: string[] = []) {
     }
   };
   const journals = async (name: string) => fs.readdir(path.join(identity(name), 'transfers')).catch(() => [] as string[]);
-  return { relay, out, sum, receive, send, journaledChunks, journals };
+  return { relay, src, out, sum, receive, send, journaledChunks, journals };
 }
 
 const log = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');
@@ -130,4 +130,24 @@ test('a killed receiver that stays away past the grace period: both sides report
   assert.match(bob2.stderr.join('\n'), /expired: .*\(EXPIRED\)/);
   assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
   assert.deepEqual(await t.journals('bob'), [], "the receiver's journal is gone");
+});
+
+test('a source that changed while its sender was down is reported, not sent: SOURCE_CHANGED on both sides', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(32);
+  alice.child.kill('SIGKILL');
+  await alice.exited;
+  // Same size, another modification time: the journal recorded the one the offer was sealed with.
+  await fs.utimes(t.src, new Date(), new Date(Date.now() - 3_600_000));
+
+  const alice2 = t.send();
+  assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
+  assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
+  assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
+  assert.match(bob.stderr.join('\n'), /SOURCE_CHANGED/);
+  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
 });

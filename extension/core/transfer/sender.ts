@@ -59,6 +59,9 @@ export interface SendResult {
 
 type Leg = { state: 'offered' | 'accepted' | 'declined' | 'done' | 'failed'; acked: number; code?: ErrorCode; message?: string };
 
+/** How often a sender's journal is rewritten while its process lives. */
+const JOURNAL_HEARTBEAT_MS = 1000;
+
 /** Thrown inside sendFiles when a connection drops mid-transfer; caught there to resume. */
 const INTERRUPTED = new SftError('PEER_GONE', 'The connection dropped; resuming.');
 
@@ -143,11 +146,11 @@ async function run(
   const window = client.relayLimits?.window ?? 8;
   const journal = prepared.record ? options.journal : undefined;
   const record = prepared.record ? { ...prepared.record } : undefined;
-  let lastSaved = 0;
-  const save = () => {
-    lastSaved = Date.now();
-    return journal && record ? journal.save(record) : Promise.resolve();
-  };
+  const save = () => (journal && record ? journal.save(record) : Promise.resolve());
+  // Kept fresh while this process lives, so that a restarted one can tell how long ago it stopped
+  // (the relay's grace period runs from then).
+  const heartbeat = journal ? setInterval(() => save().catch(() => undefined), JOURNAL_HEARTBEAT_MS) : undefined;
+  heartbeat?.unref();
 
   const legs = new Map<string, Leg>(to.map((p) => [p.peerId, { state: 'offered', acked: 0 }]));
   const recipients = new Map(to.map((p) => [p.peerId, peerIdentity(p)]));
@@ -182,11 +185,7 @@ async function run(
       if (leg && m.index + 1 > leg.acked) leg.acked = m.index + 1;
       const slowest = Math.min(...accepted().map((l) => l.acked), layout.chunkCount);
       meter.update(Math.min(slowest * chunkSize, sources.totalBytes));
-      // Kept fresh, so that a restarted process can tell how long ago this one stopped.
-      if (record && Date.now() - lastSaved > 1000) {
-        record.acked = slowest;
-        save().catch(() => undefined);
-      }
+      if (record) record.acked = slowest;
       changed();
     },
     done: (m) => {
@@ -347,6 +346,7 @@ async function run(
     unregister();
     await reader.close();
     // Ended, one way or another: nothing is left to resume.
+    clearInterval(heartbeat);
     if (journal) await journal.remove('send', transferId).catch(() => undefined);
   }
 
