@@ -151,3 +151,25 @@ test('a source that changed while its sender was down is reported, not sent: SOU
   assert.deepEqual(await t.journals('alice'), []);
   assert.deepEqual(await t.journals('bob'), []);
 });
+
+test('both ends are killed mid-transfer and started again: the journals on both sides carry it to the end', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  const journaled = await t.journaledChunks(32);
+  alice.child.kill('SIGKILL');
+  bob.child.kill('SIGKILL');
+  await Promise.all([alice.exited, bob.exited]);
+
+  const alice2 = t.send();
+  await waitForLine(alice2.stderr, /waiting for the recipient/);
+  const bob2 = await t.receive();
+  const [, from] = await waitForLine(bob2.stderr, /not asking again.*from chunk (\d+) of/, 30_000);
+  assert.ok(Number(from) >= journaled, `bob continues from chunk ${from}, at least the ${journaled} journaled`);
+  assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob2));
+  assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
+  assert.deepEqual(await listTree(t.out), ['big.bin']);
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});

@@ -794,7 +794,10 @@ class PayloadOutput {
     // Never through a link, and never anything but a regular file: the same care as 'wx' on creation.
     const file = this.files[current]!;
     this.handle = await fs.open(file.tempPath, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
-    if (!(await this.handle.stat()).isFile()) throw new SftError('UNSAFE_NAME', `The partial copy of ${file.receivedPath} is not a regular file.`);
+    const stat = await this.handle.stat();
+    if (!stat.isFile()) throw new SftError('UNSAFE_NAME', `The partial copy of ${file.receivedPath} is not a regular file.`);
+    // Shorter than the synced data the journal counts: something else cut it; never pad it with zeros.
+    if (stat.size < offset - before) throw new SftError('INTEGRITY', `The partial copy of ${file.receivedPath} is shorter than recorded.`);
     await this.handle.truncate(offset - before);
     this.current = current;
     this.written = offset - before;
