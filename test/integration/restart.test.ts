@@ -44,7 +44,7 @@ async function setUp(relayArgs: string[] = []) {
     await waitForLine(p.stderr, /Waiting for files/);
     return p;
   };
-  const send = () => spawn('sft', ['send', src, '--to', 'bob', '--name', 'alice', '--identity', identity('alice')]);
+  const send = (paths = [src]) => spawn('sft', ['send', ...paths, '--to', 'bob', '--name', 'alice', '--identity', identity('alice')]);
   /** The chunks bob's journal records as verified and synced, once at least `min`. */
   const journaledChunks = async (min: number, timeoutMs = 30_000) => {
     const deadline = Date.now() + timeoutMs;
@@ -60,7 +60,7 @@ async function setUp(relayArgs: string[] = []) {
     }
   };
   const journals = async (name: string) => fs.readdir(path.join(identity(name), 'transfers')).catch(() => [] as string[]);
-  return { relay, src, out, sum, receive, send, journaledChunks, journals };
+  return { relay, work, src, out, sum, receive, send, journaledChunks, journals };
 }
 
 const log = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');
@@ -171,5 +171,28 @@ test('both ends are killed mid-transfer and started again: the journals on both 
   assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
   assert.deepEqual(await listTree(t.out), ['big.bin']);
   assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});
+
+test('a receiver killed in the middle of a folder picks up the right file at the right byte', async () => {
+  const t = await setUp();
+  const folder = path.join(t.work, 'src', 'album');
+  const sizes: Record<string, number> = { 'a.bin': 10 * 1024 * 1024 + 1, 'b.bin': 40 * 1024 * 1024, 'empty.txt': 0, 'sub/c.bin': 14 * 1024 * 1024 + 7 };
+  const sums: Record<string, string> = {};
+  for (const [name, size] of Object.entries(sizes)) sums[name] = await writeRandomFile(path.join(folder, name), size, name);
+  const bob = await t.receive();
+  const alice = t.send([folder]);
+  // Past a.bin (10 MiB = 40 chunks) and the empty file, into b.bin.
+  await t.journaledChunks(64);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+
+  const bob2 = await t.receive();
+  const [, from] = await waitForLine(bob2.stderr, /not asking again.*from chunk (\d+) of/, 30_000);
+  assert.ok(Number(from) >= 64, `from chunk ${from}`);
+  assert.equal(await alice.exited, EXIT_CODES.ok, log(alice, bob2));
+  assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  for (const name of Object.keys(sizes)) assert.equal(await sha256File(path.join(t.out, 'album', name)), sums[name], name);
+  assert.deepEqual(await listTree(t.out), ['album/', 'album/a.bin', 'album/b.bin', 'album/empty.txt', 'album/sub/', 'album/sub/c.bin']);
   assert.deepEqual(await t.journals('bob'), []);
 });
