@@ -194,18 +194,51 @@ function program(): Command {
       }
       progress.end();
       await client.closeGracefully();
-      if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
+      process.exitCode = reportSent(result, to, options.json);
+    });
+
+  common(cli.command('resume').description('continue every transfer an earlier sft send left unfinished (killed or crashed)'))
+    .option('--json', 'print each result as JSON')
+    .action(async (options: CommonOptions & { json?: boolean }) => {
+      const { client, journal } = await connect(options);
+      const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
       let exit: number = EXIT_CODES.ok;
-      for (const r of result.recipients) {
-        const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
-        if (r.outcome === 'done') {
-          if (!options.json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
-        } else if (r.outcome === 'declined') {
-          process.stderr.write(`${name} declined.\n`);
-          exit = Math.max(exit, EXIT_CODES.declined);
-        } else {
-          process.stderr.write(`Not delivered to ${name}: ${escapeForDisplay(r.message)} (${r.code})\n`);
-          exit = Math.max(exit, exitCodeFor(r.code));
+      const records: OutgoingRecord[] = [];
+      for (const record of await journal.outgoing()) {
+        if (!TransferJournal.isExpired(record, graceMs)) records.push(record);
+        else {
+          process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
+          await journal.discard(record);
+          exit = Math.max(exit, exitCodeFor('EXPIRED'));
+        }
+      }
+      if (records.length === 0 && exit === EXIT_CODES.ok) process.stderr.write('No interrupted transfers to resume.\n');
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      // One progress line makes sense for one transfer; several run side by side, reported at the end.
+      const progress = records.length === 1 ? progressPrinter('sending') : undefined;
+      const results = await Promise.all(
+        records.map((record) => {
+          process.stderr.write(`Resuming transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} (${record.paths.map((p) => escapeForDisplay(path.basename(p))).join(', ')}); waiting for the recipient…\n`);
+          return resumeSend(client, {
+            journal,
+            record,
+            signal: controller.signal,
+            ...(progress ? { onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p) } : {}),
+            onResumed: (fromChunk, chunkCount) => process.stderr.write(`Resuming transfer ${record.transferId} from chunk ${fromChunk} of ${chunkCount}.\n`),
+          }).then(
+            (result) => ({ result, to: record.recipients }),
+            (error: unknown) => ({ error: toSftError(error), record }),
+          );
+        }),
+      );
+      progress?.end();
+      await client.closeGracefully();
+      for (const outcome of results) {
+        if ('result' in outcome) exit = Math.max(exit, reportSent(outcome.result, outcome.to, options.json));
+        else {
+          process.stderr.write(`Transfer ${outcome.record.transferId} not resumed: ${escapeForDisplay(outcome.error.message)} (${outcome.error.code})\n`);
+          exit = Math.max(exit, exitCodeFor(outcome.error.code));
         }
       }
       process.exitCode = exit;
@@ -321,6 +354,25 @@ async function reportReceived(receiving: Promise<ReceiveResult>, progress: Retur
     process.stderr.write(`Transfer failed: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.\n`);
     return exitCodeFor(e.code);
   }
+}
+
+/** Prints who got what (stdout) and who did not (stderr); returns the exit code. */
+function reportSent(result: SendResult, to: readonly PeerInfo[], json: boolean | undefined): number {
+  if (json) process.stdout.write(JSON.stringify(result) + '\n');
+  let exit: number = EXIT_CODES.ok;
+  for (const r of result.recipients) {
+    const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
+    if (r.outcome === 'done') {
+      if (!json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
+    } else if (r.outcome === 'declined') {
+      process.stderr.write(`${name} declined.\n`);
+      exit = Math.max(exit, EXIT_CODES.declined);
+    } else {
+      process.stderr.write(`Not delivered to ${name}: ${escapeForDisplay(r.message)} (${r.code})\n`);
+      exit = Math.max(exit, exitCodeFor(r.code));
+    }
+  }
+  return exit;
 }
 
 /**

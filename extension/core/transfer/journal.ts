@@ -79,6 +79,9 @@ export type JournalRecord = OutgoingRecord | IncomingRecord;
 
 const RecordSchema = z.discriminatedUnion('kind', [OutgoingSchema, IncomingSchema]);
 const FILE_PATTERN = /^(send|receive)-[A-Za-z0-9_-]{22}\.json$/;
+/** What writePrivateJson leaves behind when its process is killed between writing and renaming. */
+const TEMP_PATTERN = /^(send|receive)-[A-Za-z0-9_-]{22}\.json\.[0-9a-f]+\.tmp$/;
+const STALE_TEMP_MS = 60_000;
 
 export interface JournalListing {
   readonly records: JournalRecord[];
@@ -127,6 +130,11 @@ export class TransferJournal {
     }
     const records: JournalRecord[] = [];
     const unreadable: string[] = [];
+    for (const name of names.filter((n) => TEMP_PATTERN.test(n))) {
+      const file = path.join(this.folder, name);
+      const stat = await fs.stat(file).catch(() => undefined);
+      if (stat && Date.now() - stat.mtimeMs > STALE_TEMP_MS) await fs.rm(file, { force: true });
+    }
     for (const name of names.filter((n) => FILE_PATTERN.test(n)).sort()) {
       const file = path.join(this.folder, name);
       try {

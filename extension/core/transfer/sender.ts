@@ -119,18 +119,26 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
 export async function resumeSend(client: RelayClient, options: ResumeSendOptions): Promise<SendResult> {
   const started = performance.now();
   const { record } = options;
-  const offer = offerFromWire(record.offer);
-  if (offer.sender.peerId !== client.identity.peerId) throw new SftError('NOT_PARTICIPANT', 'This journaled transfer was sent by another identity.');
-  const keys = openSelfStanza(client.identity, record.transferId, {
-    to: record.self.to,
-    ephemeral: Buffer.from(record.self.ephemeral, 'base64url'),
-    wrappedKey: Buffer.from(record.self.wrappedKey, 'base64url'),
-  });
-  const totalBytes = record.files.reduce((sum, f) => sum + f.size, 0);
-  const layout = layoutFor(totalBytes, offer.chunkSize);
-  if (layout.chunkCount !== offer.chunkCount || layout.cipherBytes !== offer.cipherBytes) throw new SftError('INTEGRITY', 'The transfer journal disagrees with its offer.');
-  const sources: Sources = { entries: record.entries, files: record.files, totalBytes, skipped: [] };
-  return run(client, { transferId: record.transferId, sources, offer, keys, layout, to: record.recipients, record }, options, started, true);
+  let prepared: Prepared;
+  try {
+    const offer = offerFromWire(record.offer);
+    if (offer.sender.peerId !== client.identity.peerId) throw new SftError('NOT_PARTICIPANT', 'This journaled transfer was sent by another identity.');
+    const keys = openSelfStanza(client.identity, record.transferId, {
+      to: record.self.to,
+      ephemeral: Buffer.from(record.self.ephemeral, 'base64url'),
+      wrappedKey: Buffer.from(record.self.wrappedKey, 'base64url'),
+    });
+    const totalBytes = record.files.reduce((sum, f) => sum + f.size, 0);
+    const layout = layoutFor(totalBytes, offer.chunkSize);
+    if (layout.chunkCount !== offer.chunkCount || layout.cipherBytes !== offer.cipherBytes) throw new SftError('INTEGRITY', 'The transfer journal disagrees with its offer.');
+    const sources: Sources = { entries: record.entries, files: record.files, totalBytes, skipped: [] };
+    prepared = { transferId: record.transferId, sources, offer, keys, layout, to: record.recipients, record };
+  } catch (error) {
+    // A journal this identity cannot take up never will be: drop it.
+    await options.journal.remove('send', record.transferId).catch(() => undefined);
+    throw toSftError(error);
+  }
+  return run(client, prepared, options, started, true);
 }
 
 async function run(
