@@ -205,7 +205,9 @@ function program(): Command {
       let exit: number = EXIT_CODES.ok;
       const records: OutgoingRecord[] = [];
       for (const record of await journal.outgoing()) {
-        if (!TransferJournal.isExpired(record, graceMs)) records.push(record);
+        if (TransferJournal.isHeldElsewhere(record)) {
+          process.stderr.write(`Transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} is still being sent by process ${record.pid}; left alone.\n`);
+        } else if (!TransferJournal.isExpired(record, graceMs)) records.push(record);
         else {
           process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
           await journal.discard(record);
@@ -385,6 +387,7 @@ async function journaledSend(journal: TransferJournal, paths: readonly string[],
   let found: OutgoingRecord | undefined;
   for (const record of await journal.outgoing()) {
     const recipient = record.recipients[0]!;
+    if (TransferJournal.isHeldElsewhere(record)) continue; // Another sft send is still sending it.
     if (TransferJournal.isExpired(record, graceMs)) {
       process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(recipient.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
       await journal.discard(record);

@@ -127,3 +127,24 @@ test('damaged journals are dropped; discarding a receiving journal removes only 
   assert.deepEqual(await fs.readdir(folder), []);
   assert.throws(() => journal.save({ ...record, transferId: '../../etc/passwd' }), 'ids never escape the folder');
 });
+
+test('a journal still held by a live process is recognised as such', async () => {
+  const { offer, transferId } = sealed(false);
+  const record: IncomingRecord = {
+    v: 1,
+    kind: 'receive',
+    transferId,
+    updatedAt: Date.now(),
+    offer: offerToWire(offer),
+    accept: { directory: '/tmp', onConflict: 'rename' },
+    files: [],
+    createdDirs: [],
+    verified: 0,
+  };
+  assert.equal(TransferJournal.isHeldElsewhere(record), false, 'no process recorded');
+  assert.equal(TransferJournal.isHeldElsewhere({ ...record, pid: process.pid }), false, 'this process');
+  assert.equal(TransferJournal.isHeldElsewhere({ ...record, pid: process.ppid }), true, 'a live process');
+  const { spawnSync } = await import('node:child_process');
+  const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+  assert.equal(TransferJournal.isHeldElsewhere({ ...record, pid: gone }), false, 'a process that ended');
+});

@@ -26,11 +26,15 @@ import { TEMP_SUFFIX } from '../names';
 const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
+/** The process that wrote a journal last: another live one is still running that transfer. */
+const pid = z.number().int().positive().optional();
+
 const OutgoingSchema = z.object({
   v: z.literal(1),
   kind: z.literal('send'),
   transferId,
   updatedAt: count,
+  pid,
   /** The signed offer, exactly as first sent (without `resume`). */
   offer: OfferSchema.omit({ resume: true }),
   /** The file key wrapped for the sender itself (envelope.ts `openSelfStanza`). */
@@ -55,6 +59,7 @@ const IncomingSchema = z.object({
   kind: z.literal('receive'),
   transferId,
   updatedAt: count,
+  pid,
   offer: OfferSchema.omit({ resume: true }),
   /** What the user chose when accepting, before the restart. */
   accept: z.object({ directory: z.string(), saveAs: z.string().optional(), onConflict: z.enum(['rename', 'overwrite', 'fail']) }),
@@ -109,7 +114,7 @@ export class TransferJournal {
   /** Records `record` (stamped with the current time), replacing the previous state. */
   save(record: JournalRecord): Promise<void> {
     const file = this.fileOf(record.kind, record.transferId);
-    const snapshot = { ...record, updatedAt: Date.now() };
+    const snapshot = { ...record, updatedAt: Date.now(), pid: process.pid };
     return this.serialize(file, () => writePrivateJson(file, snapshot));
   }
 
@@ -158,6 +163,21 @@ export class TransferJournal {
       for (const dir of [...record.createdDirs].reverse()) await fs.rmdir(dir).catch(() => undefined);
     }
     await this.remove(record.kind, record.transferId);
+  }
+
+  /**
+   * True when another process that is still running wrote this journal: its transfer is not
+   * interrupted, and must be left alone (a process id reused since is taken for alive, which only
+   * delays the clean-up).
+   */
+  static isHeldElsewhere(record: JournalRecord): boolean {
+    if (record.pid === undefined || record.pid === process.pid) return false;
+    try {
+      process.kill(record.pid, 0);
+      return true;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'EPERM';
+    }
   }
 
   /** True when a journal last written at `updatedAt` is past a grace period of `graceMs`. */

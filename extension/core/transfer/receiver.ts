@@ -16,7 +16,7 @@ import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
 import type { TrustVerdict } from '../trust';
-import type { IncomingRecord, TransferJournal } from './journal';
+import { TransferJournal, type IncomingRecord } from './journal';
 
 /** What to do when a file of the same name already exists. */
 export type ConflictPolicy = 'rename' | 'overwrite' | 'fail';
@@ -187,7 +187,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
     if (!this.client.relayLimits) await this.client.whenConnected(15_000);
     const graceMs = (this.client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000;
     for (const record of (await journal.list()).records) {
-      if (record.kind !== 'receive') continue;
+      if (record.kind !== 'receive' || TransferJournal.isHeldElsewhere(record)) continue;
       const left = record.updatedAt + graceMs - Date.now();
       if (left <= 0) {
         await this.expireJournaled(journal, record);
