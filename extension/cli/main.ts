@@ -15,8 +15,9 @@ import { loadTrustFile, saveTrustFile, type TrustBook } from '../core/trust';
 import { escapeForDisplay } from '../core/names';
 import { formatBytes, formatDuration, formatRate } from '../core/format';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
-import { sendFiles } from '../core/transfer/sender';
-import { Inbox, type ConflictPolicy, type IncomingOffer } from '../core/transfer/receiver';
+import { resumeSend, sendFiles, type SendResult } from '../core/transfer/sender';
+import { Inbox, type ConflictPolicy, type IncomingOffer, type ReceiveResult } from '../core/transfer/receiver';
+import { TransferJournal, type OutgoingRecord } from '../core/transfer/journal';
 import { confirm, progressPrinter } from './terminal';
 import { EXIT_CODES, exitCodeFor } from './exit-codes';
 
@@ -50,13 +51,18 @@ async function openSession(options: CommonOptions) {
   if (created) process.stderr.write(`Created a new identity in ${store.file} (peer id ${identity.peerId}).\n`);
   const trustFile = path.join(options.identity, 'trust.json');
   const trust = await loadTrustFile(trustFile);
-  return { identity, trust, trustFile };
+  // Journals of transfers under way, so that one interrupted by a killed process can resume.
+  const journal = new TransferJournal(path.join(options.identity, 'transfers'));
+  return { identity, trust, trustFile, journal };
 }
 
 /** Clients this run opened; closed on any exit path so a failed command never hangs. */
 const openClients = new Set<RelayClient>();
 
-async function connect(options: CommonOptions) {
+type Session = Awaited<ReturnType<typeof openSession>>;
+
+/** `beforeJoin` sets up what must listen from the first message on (an Inbox). */
+async function connect(options: CommonOptions, beforeJoin?: (client: RelayClient, session: Session) => void) {
   const session = await openSession(options);
   const token = await resolveToken(options);
   const ca = options.ca ? await fs.readFile(options.ca, 'utf8') : undefined;
@@ -64,6 +70,7 @@ async function connect(options: CommonOptions) {
   const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: true, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
   openClients.add(client);
   client.on('notice', (n) => process.stderr.write(`relay: ${escapeForDisplay(n.message)} (${n.code})\n`));
+  beforeJoin?.(client, session);
   await client.connect();
   // Trust on first use: remember every peer we meet, so a later key change is noticed.
   const remember = async () => {
@@ -144,9 +151,12 @@ function program(): Command {
     .option('--json', 'print the result as JSON')
     .option('--trust-changed-key', 'send even to a peer whose key changed since you verified it')
     .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
-      const { client, trust } = await connect(options);
-      const to = options.to.split(',').map((s) => client.findPeer(s.trim()));
-      for (const peer of to) {
+      const { client, trust, journal } = await connect(options);
+      const names = options.to.split(',').map((s) => s.trim());
+      // The same command again after an earlier `sft send` was killed: continue that transfer.
+      const journaled = await journaledSend(journal, paths, names, client.relayLimits?.resumeGraceMs ?? 60_000);
+      const to = journaled ? journaled.recipients : names.map((s) => client.findPeer(s));
+      for (const peer of journaled ? [] : to) {
         if (trust.verdict(peer.peerId, peer.name) !== 'changed') continue;
         // Trust on first use, then pinning: a changed key needs an explicit yes until re-verified.
         process.stderr.write(`${KEY_CHANGED_WARNING(peer)}\n`);
@@ -156,30 +166,81 @@ function program(): Command {
       const progress = progressPrinter('sending');
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
-      const result = await sendFiles(client, {
-        paths,
-        to,
+      let transferId = journaled?.transferId;
+      const common = {
+        journal,
         signal: controller.signal,
-        onProgress: (p) => progress.update(p),
-        onOffered: (_id, sources) => {
-          const skipped = sources.skipped.length > 0 ? ` (skipped ${sources.skipped.length} links or special files)` : '';
-          process.stderr.write(`Offered ${sources.files.length} file(s), ${formatBytes(sources.totalBytes)}, to ${to.map((p) => escapeForDisplay(p.name)).join(', ')}${skipped}; waiting for an answer…\n`);
-        },
-      });
+        onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p),
+        onResumed: (fromChunk: number, chunkCount: number) =>
+          process.stderr.write(`Resuming transfer ${transferId ?? ''} from chunk ${fromChunk} of ${chunkCount}: the recipient already holds the chunks before it.\n`),
+      };
+      let result: SendResult;
+      if (journaled) {
+        process.stderr.write(
+          `Resuming transfer ${journaled.transferId} to ${escapeForDisplay(journaled.recipients[0]!.name)} (${journaled.files.length} file(s), ${formatBytes(journaled.files.reduce((n, f) => n + f.size, 0))}), interrupted when an earlier sft send stopped; waiting for the recipient…\n`,
+        );
+        result = await resumeSend(client, { ...common, record: journaled });
+      } else {
+        result = await sendFiles(client, {
+          ...common,
+          paths,
+          to,
+          onOffered: (id, sources) => {
+            transferId = id;
+            const skipped = sources.skipped.length > 0 ? ` (skipped ${sources.skipped.length} links or special files)` : '';
+            process.stderr.write(`Offered ${sources.files.length} file(s), ${formatBytes(sources.totalBytes)}, to ${to.map((p) => escapeForDisplay(p.name)).join(', ')}${skipped}; waiting for an answer…\n`);
+          },
+        });
+      }
       progress.end();
       await client.closeGracefully();
-      if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
+      process.exitCode = reportSent(result, to, options.json);
+    });
+
+  common(cli.command('resume').description('continue every transfer an earlier sft send left unfinished (killed or crashed)'))
+    .option('--json', 'print each result as JSON')
+    .action(async (options: CommonOptions & { json?: boolean }) => {
+      const { client, journal } = await connect(options);
+      const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
       let exit: number = EXIT_CODES.ok;
-      for (const r of result.recipients) {
-        const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
-        if (r.outcome === 'done') {
-          if (!options.json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
-        } else if (r.outcome === 'declined') {
-          process.stderr.write(`${name} declined.\n`);
-          exit = Math.max(exit, EXIT_CODES.declined);
-        } else {
-          process.stderr.write(`Not delivered to ${name}: ${escapeForDisplay(r.message)} (${r.code})\n`);
-          exit = Math.max(exit, exitCodeFor(r.code));
+      const records: OutgoingRecord[] = [];
+      for (const record of await journal.outgoing()) {
+        if (TransferJournal.isHeldElsewhere(record)) {
+          process.stderr.write(`Transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} is still being sent by process ${record.pid}; left alone.\n`);
+        } else if (!TransferJournal.isExpired(record, graceMs)) records.push(record);
+        else {
+          process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
+          await journal.discard(record);
+          exit = Math.max(exit, exitCodeFor('EXPIRED'));
+        }
+      }
+      if (records.length === 0 && exit === EXIT_CODES.ok) process.stderr.write('No interrupted transfers to resume.\n');
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      // One progress line makes sense for one transfer; several run side by side, reported at the end.
+      const progress = records.length === 1 ? progressPrinter('sending') : undefined;
+      const results = await Promise.all(
+        records.map((record) => {
+          process.stderr.write(`Resuming transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} (${record.paths.map((p) => escapeForDisplay(path.basename(p))).join(', ')}); waiting for the recipient…\n`);
+          return resumeSend(client, {
+            journal,
+            record,
+            signal: controller.signal,
+            ...(progress ? { onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p) } : {}),
+            onResumed: (fromChunk, chunkCount) => process.stderr.write(`Resuming transfer ${record.transferId} from chunk ${fromChunk} of ${chunkCount}.\n`),
+          }).then(
+            (result) => ({ result, to: record.recipients }),
+            (error: unknown) => ({ error: toSftError(error), record }),
+          );
+        }),
+      );
+      progress?.end();
+      await client.closeGracefully();
+      for (const outcome of results) {
+        if ('result' in outcome) exit = Math.max(exit, reportSent(outcome.result, outcome.to, options.json));
+        else {
+          process.stderr.write(`Transfer ${outcome.record.transferId} not resumed: ${escapeForDisplay(outcome.error.message)} (${outcome.error.code})\n`);
+          exit = Math.max(exit, exitCodeFor(outcome.error.code));
         }
       }
       process.exitCode = exit;
@@ -191,8 +252,11 @@ function program(): Command {
     .option('--once', 'exit after the first transfer')
     .addOption(new Option('--on-conflict <policy>', 'when a file exists').choices(['rename', 'overwrite', 'fail']).default('rename'))
     .action(async (options: CommonOptions & { out: string; yes?: boolean; once?: boolean; onConflict: ConflictPolicy }) => {
-      const { client, trust } = await connect(options);
-      const inbox = new Inbox(client, { trustOf: (id, name) => trust.verdict(id, name) });
+      let inbox!: Inbox;
+      // Listening before the join: a sender waiting for us to come back offers at once.
+      const { client, trust } = await connect(options, (c, session) => {
+        inbox = new Inbox(c, { trustOf: (id, name) => session.trust.verdict(id, name), journal: session.journal });
+      });
       process.stderr.write(`Waiting for files as ${escapeForDisplay(options.name)} (${shortPeerId(client.identity.peerId)}); saving to ${path.resolve(options.out)}. Ctrl-C to stop.\n`);
       let busy = Promise.resolve();
       let closing = false;
@@ -204,6 +268,27 @@ function program(): Command {
           if (options.once) resolve();
         });
         inbox.on('withdrawn', (w) => process.stderr.write(`The offer from ${shortPeerId(w.from)} was withdrawn: ${escapeForDisplay(w.error.message)} (${w.error.code})\n`));
+        // Transfers accepted before this process was restarted: no second prompt.
+        inbox.on('resumed', (r) => {
+          stopping.signal.addEventListener('abort', () => r.cancel(), { once: true });
+          process.stderr.write(
+            `Resuming transfer ${r.transferId} from ${describePeer(r.sender, trust)}, accepted before this process restarted (not asking again): ${r.fileCount} file(s), ${formatBytes(r.totalBytes)}, from chunk ${r.fromChunk} of ${r.chunkCount}, into ${path.resolve(r.directory)}.\n`,
+          );
+          const progress = progressPrinter('receiving');
+          r.onProgress = (p) => progress.update(p);
+          busy = busy.then(async () => {
+            const code = await reportReceived(r.result, progress);
+            if (code !== EXIT_CODES.ok) process.exitCode = code;
+            if (options.once) resolve();
+          });
+        });
+        inbox.on('expired', (e) => {
+          const names = e.files.map((f) => escapeForDisplay(path.basename(f))).join(', ');
+          process.stderr.write(`The transfer ${e.transferId} from ${shortPeerId(e.from)} (${names}), accepted before this process restarted, expired: ${escapeForDisplay(e.error.message)} (${e.error.code})\n`);
+          process.exitCode = exitCodeFor(e.error.code);
+          if (options.once) resolve();
+        });
+        inbox.restore().catch((error: unknown) => process.stderr.write(`warning: ${escapeForDisplay(toSftError(error).message)}\n`));
         inbox.on('offer', (offer) => {
           // One prompt at a time: offers queue behind the one being answered.
           busy = busy.then(async () => {
@@ -255,8 +340,12 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
     return changed ? EXIT_CODES.security : EXIT_CODES.declined;
   }
   const progress = progressPrinter('receiving');
+  return reportReceived(offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p), signal }), progress);
+}
+
+async function reportReceived(receiving: Promise<ReceiveResult>, progress: ReturnType<typeof progressPrinter>): Promise<number> {
   try {
-    const result = await offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p), signal });
+    const result = await receiving;
     progress.end();
     for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
     process.stderr.write(`Received ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}); every chunk verified.\n`);
@@ -267,6 +356,49 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
     process.stderr.write(`Transfer failed: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.\n`);
     return exitCodeFor(e.code);
   }
+}
+
+/** Prints who got what (stdout) and who did not (stderr); returns the exit code. */
+function reportSent(result: SendResult, to: readonly PeerInfo[], json: boolean | undefined): number {
+  if (json) process.stdout.write(JSON.stringify(result) + '\n');
+  let exit: number = EXIT_CODES.ok;
+  for (const r of result.recipients) {
+    const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
+    if (r.outcome === 'done') {
+      if (!json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
+    } else if (r.outcome === 'declined') {
+      process.stderr.write(`${name} declined.\n`);
+      exit = Math.max(exit, EXIT_CODES.declined);
+    } else {
+      process.stderr.write(`Not delivered to ${name}: ${escapeForDisplay(r.message)} (${r.code})\n`);
+      exit = Math.max(exit, exitCodeFor(r.code));
+    }
+  }
+  return exit;
+}
+
+/**
+ * The journal of an earlier `sft send` of the same paths to the same single recipient (by the name
+ * or id given now), if it can still be resumed. Journals past the relay's grace period are
+ * removed, each with a message.
+ */
+async function journaledSend(journal: TransferJournal, paths: readonly string[], names: readonly string[], graceMs: number): Promise<OutgoingRecord | undefined> {
+  const wanted = paths.map((p) => path.resolve(p));
+  let found: OutgoingRecord | undefined;
+  for (const record of await journal.outgoing()) {
+    const recipient = record.recipients[0]!;
+    if (TransferJournal.isHeldElsewhere(record)) continue; // Another sft send is still sending it.
+    if (TransferJournal.isExpired(record, graceMs)) {
+      process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(recipient.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
+      await journal.discard(record);
+      continue;
+    }
+    const name = names.length === 1 ? names[0]!.toLowerCase() : undefined;
+    const samePaths = record.paths.length === wanted.length && record.paths.every((p, i) => p === wanted[i]);
+    const sameRecipient = name !== undefined && (recipient.peerId === name || (name.length >= 6 && recipient.peerId.startsWith(name)) || recipient.name.toLowerCase() === name);
+    if (samePaths && sameRecipient) found = record;
+  }
+  return found;
 }
 
 program()

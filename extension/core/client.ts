@@ -196,6 +196,31 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     });
   }
 
+  /**
+   * Resolves true once the relay lists `peerId` as online (now, or when it joins), false after
+   * `timeoutMs` or when this client disconnects meanwhile.
+   */
+  whenPeerOnline(peerId: string, timeoutMs: number): Promise<boolean> {
+    if (this.stateValue === 'connected' && this.peerMap.has(peerId)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const finish = (online: boolean) => {
+        clearTimeout(timer);
+        this.off('peers', onPeers);
+        this.off('state', onState);
+        resolve(online);
+      };
+      const onPeers = () => {
+        if (this.peerMap.has(peerId)) finish(true);
+      };
+      const onState = (state: ConnectionState) => {
+        if (state !== 'connected') finish(false);
+      };
+      const timer = setTimeout(() => finish(false), Math.max(0, timeoutMs));
+      this.on('peers', onPeers);
+      this.on('state', onState);
+    });
+  }
+
   sendChunk(transferId: string, index: number, data: Buffer): void {
     this.requireConnected();
     this.socket.emit('chunk', transferId, index, data);

@@ -18,7 +18,7 @@ export const MAX_PATH_DEPTH = 64;
 
 /** Longest text escapeForDisplay returns, in code points, before the ellipsis. */
 const MAX_DISPLAY_CHARS = 200;
-const TEMP_SUFFIX = '.sft-partial';
+export const TEMP_SUFFIX = '.sft-partial';
 const BOTH_FILE_AND_FOLDER = 'the first would have to be both a file and a folder';
 
 // Character classes. All use \p{...} so the sets track the Unicode version of the running Node.

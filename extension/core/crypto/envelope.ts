@@ -142,9 +142,46 @@ export interface SealOfferInput {
   readonly transferId: string;
   readonly header: TransferHeader;
   readonly createdAt: number;
+  /**
+   * Also wrap the file key for the sender itself (`selfStanza`), so that a transfer journal can
+   * keep it on disk without keeping it in clear (transfer/journal.ts). Not part of the offer.
+   */
+  readonly sealToSelf?: boolean;
 }
 
-export function sealOffer(input: SealOfferInput, randomness?: SealRandomness): { offer: SealedOffer; keys: TransferKeys; layout: PayloadLayout } {
+/**
+ * A stanza the sender addresses to itself: exactly the recipient stanza construction above with
+ * R = S. Only the holder of S's agreement key can unwrap it, and the transcript binds it to this
+ * transfer id, so it cannot be moved to another journal entry.
+ */
+function stanzaFor(sender: Identity, recipient: PublicIdentity, transferId: string, fileKey: Buffer, ephemeral: KeyPair): RecipientStanza {
+  const secret = Buffer.concat([x25519(ephemeral.privateKey, recipient.agreePublicKey), sender.agree(recipient.agreePublicKey)]);
+  const wrapKey = wrapKeyFor(transferId, ephemeral.publicKey, sender, recipient, secret);
+  return { to: recipient.peerId, ephemeral: ephemeral.publicKey, wrappedKey: seal(wrapKey, ZERO_NONCE, fileKey) };
+}
+
+/**
+ * Recovers the keys of one of this identity's own transfers from the stanza `sealOffer` wrapped for
+ * it (`sealToSelf`). Throws DECRYPT_FAILED if the stanza was altered or belongs to another identity
+ * or transfer.
+ */
+export function openSelfStanza(sender: Identity, transferId: string, stanza: RecipientStanza): TransferKeys {
+  if (stanza.to !== sender.peerId) throw new SftError('DECRYPT_FAILED', 'The saved transfer key belongs to another identity.');
+  const secret = Buffer.concat([sender.agree(stanza.ephemeral), sender.agree(sender.agreePublicKey)]);
+  const wrapKey = wrapKeyFor(transferId, stanza.ephemeral, sender, sender, secret);
+  let fileKey: Buffer;
+  try {
+    fileKey = open(wrapKey, ZERO_NONCE, stanza.wrappedKey);
+  } catch (error) {
+    throw new SftError('DECRYPT_FAILED', 'The saved transfer key could not be unwrapped.', error);
+  }
+  return deriveTransferKeys(fileKey, transferId);
+}
+
+export function sealOffer(
+  input: SealOfferInput,
+  randomness?: SealRandomness,
+): { offer: SealedOffer; keys: TransferKeys; layout: PayloadLayout; selfStanza?: RecipientStanza } {
   const { sender, recipients, transferId, header } = input;
   if (recipients.length === 0) throw new SftError('BAD_MESSAGE', 'An offer needs at least one recipient.');
   for (const r of recipients) {
@@ -154,12 +191,8 @@ export function sealOffer(input: SealOfferInput, randomness?: SealRandomness): {
     }
   }
   const fileKey = randomness?.fileKey ?? randomBytes(KEY_BYTES);
-  const stanzas = recipients.map((recipient, i): RecipientStanza => {
-    const ephemeral = randomness?.ephemerals[i] ?? generateKeyPair('x25519');
-    const secret = Buffer.concat([x25519(ephemeral.privateKey, recipient.agreePublicKey), sender.agree(recipient.agreePublicKey)]);
-    const wrapKey = wrapKeyFor(transferId, ephemeral.publicKey, sender, recipient, secret);
-    return { to: recipient.peerId, ephemeral: ephemeral.publicKey, wrappedKey: seal(wrapKey, ZERO_NONCE, fileKey) };
-  });
+  const stanzas = recipients.map((recipient, i): RecipientStanza => stanzaFor(sender, recipient, transferId, fileKey, randomness?.ephemerals[i] ?? generateKeyPair('x25519')));
+  const selfStanza = input.sealToSelf ? stanzaFor(sender, sender, transferId, fileKey, generateKeyPair('x25519')) : undefined;
   const keys = deriveTransferKeys(fileKey, transferId);
   const layout = layoutFor(header.plainBytes, header.chunkSize);
   const unsigned = {
@@ -172,7 +205,7 @@ export function sealOffer(input: SealOfferInput, randomness?: SealRandomness): {
     stanzas,
     header: seal(keys.headerKey, ZERO_NONCE, Buffer.from(JSON.stringify(header), 'utf8')),
   };
-  return { offer: { ...unsigned, signature: sender.sign(offerTranscript(unsigned)) }, keys, layout };
+  return { offer: { ...unsigned, signature: sender.sign(offerTranscript(unsigned)) }, keys, layout, ...(selfStanza ? { selfStanza } : {}) };
 }
 
 export interface OpenedOffer {

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import { SftError, toSftError, type ErrorCode } from '../errors';
 import { openOffer, signReceipt, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
@@ -15,6 +16,7 @@ import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
 import type { TrustVerdict } from '../trust';
+import { TransferJournal, type IncomingRecord } from './journal';
 
 /** What to do when a file of the same name already exists. */
 export type ConflictPolicy = 'rename' | 'overwrite' | 'fail';
@@ -72,8 +74,43 @@ export interface OfferRefusal {
   readonly error: SftError;
 }
 
+/**
+ * A transfer accepted by an earlier process (which was killed), continuing from its journal now
+ * that the sender offered it again: the user is not asked a second time.
+ */
+export interface ResumedTransfer {
+  readonly transferId: string;
+  readonly sender: PeerInfo;
+  readonly entries: readonly HeaderEntry[];
+  readonly fileCount: number;
+  readonly totalBytes: number;
+  /** Chunks already verified and on disk, of `chunkCount`: where the transfer continues. */
+  readonly fromChunk: number;
+  readonly chunkCount: number;
+  /** The folder chosen when the offer was accepted. */
+  readonly directory: string;
+  /** Set it to follow the progress. */
+  onProgress?: (progress: Progress) => void;
+  /** Settles like `IncomingOffer.accept()`. */
+  readonly result: Promise<ReceiveResult>;
+  cancel(): void;
+}
+
+/** A journaled transfer whose sender did not come back within the grace period: its partial files are removed. */
+export interface ExpiredTransfer {
+  readonly transferId: string;
+  readonly from: string;
+  /** The names the files would have been saved under. */
+  readonly files: readonly string[];
+  readonly error: SftError;
+}
+
 interface InboxEvents {
   offer: [IncomingOffer];
+  /** A transfer accepted before this process started continues from its journal. */
+  resumed: [ResumedTransfer];
+  /** A journaled transfer that can no longer be resumed was cleaned up. */
+  expired: [ExpiredTransfer];
   /** An offer that failed an end-to-end check; the sender is told with the same code. */
   refused: [OfferRefusal];
   /** An offer not yet answered was withdrawn (the sender cancelled or left): take its prompt down. */
@@ -85,6 +122,13 @@ export interface InboxOptions {
   readonly trustOf?: (peerId: string, name: string) => TrustVerdict;
   /** How far an offer's timestamp may be from this clock (default 10 minutes). */
   readonly maxClockSkewMs?: number;
+  /**
+   * Journal accepted single-recipient transfers here, so that a new Inbox (after this process is
+   * killed and started again) continues them when their sender offers them again (journal.ts).
+   * With a journal, call `restore()` once listeners are attached and the client is connected:
+   * offers that arrive before it has read the journal wait for it.
+   */
+  readonly journal?: TransferJournal;
 }
 
 /** Listens for offers on a client and turns the valid ones into IncomingOffers. */
@@ -95,6 +139,12 @@ export class Inbox extends EventEmitter<InboxEvents> {
   private readonly suspended = new Map<string, Suspension>();
   /** Recently completed transfers, so a late resume offer learns they are done (bounded). */
   private readonly completed = new Map<string, { signature: string; chunkCount: number; receipt: Buffer }>();
+  /** Transfers journaled by an earlier process, waiting for their sender to offer them again. */
+  private readonly journaled = new Map<string, { record: IncomingRecord; timer: NodeJS.Timeout }>();
+  /** Set while offers must wait for the journal to be read. */
+  private restoring: Promise<void> | undefined;
+  private releaseOffers: () => void = () => undefined;
+  private restored: Promise<void> | undefined;
   private readonly onOffer = (message: OfferMessage) => this.handle(message);
 
   constructor(
@@ -103,14 +153,76 @@ export class Inbox extends EventEmitter<InboxEvents> {
   ) {
     super();
     client.on('offer', this.onOffer);
+    if (options.journal) this.restoring = new Promise((resolve) => (this.releaseOffers = resolve));
+  }
+
+  /**
+   * Reads the journal (InboxOptions.journal) of transfers this identity was receiving when an
+   * earlier process stopped. Those past the relay's grace period (and a little for the journey, as
+   * for a suspended transfer) are discarded with their partial files (`expired` events); the others
+   * wait for their sender until that moment, and continue (`resumed`) when it offers them again.
+   * Rejects if the journal cannot be read; offers are then handled as if it were empty.
+   */
+  restore(): Promise<void> {
+    this.restored ??= (async () => {
+      try {
+        if (this.options.journal) await this.load(this.options.journal);
+      } catch (error) {
+        throw new SftError('IO', `The transfer journal could not be read: ${toSftError(error).message}`, error);
+      } finally {
+        this.restoring = undefined;
+        this.releaseOffers();
+      }
+    })();
+    return this.restored;
   }
 
   dispose(): void {
     this.client.off('offer', this.onOffer);
+    for (const { timer } of this.journaled.values()) clearTimeout(timer);
+    this.journaled.clear();
+  }
+
+  private async load(journal: TransferJournal): Promise<void> {
+    if (!this.client.relayLimits) await this.client.whenConnected(15_000);
+    const graceMs = (this.client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000;
+    for (const record of (await journal.list()).records) {
+      if (record.kind !== 'receive' || TransferJournal.isHeldElsewhere(record)) continue;
+      const left = record.updatedAt + graceMs - Date.now();
+      if (left <= 0) {
+        await this.expireJournaled(journal, record);
+        continue;
+      }
+      const timer = setTimeout(() => void this.expireJournaled(journal, record), left);
+      this.journaled.set(record.transferId, { record, timer });
+    }
+  }
+
+  private async expireJournaled(journal: TransferJournal, record: IncomingRecord): Promise<void> {
+    this.journaled.delete(record.transferId);
+    await journal.discard(record).catch(() => undefined);
+    this.emit('expired', {
+      transferId: record.transferId,
+      from: record.offer.sender.peerId,
+      files: record.files.map((f) => f.finalPath),
+      error: new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer; its partial files were removed.'),
+    });
   }
 
   private handle(message: OfferMessage): void {
+    // Offers that arrive while the journal is read wait for it: one may continue a journaled transfer.
+    if (this.restoring) {
+      void this.restoring.then(() => this.handle(message));
+      return;
+    }
     const from = message.sender.peerId;
+    // The same signed offer again, after this process was restarted: continue from the journal.
+    const journaled = this.journaled.get(message.transferId);
+    if (journaled && message.resume && message.signature === journaled.record.offer.signature) {
+      clearTimeout(journaled.timer);
+      this.journaled.delete(message.transferId);
+      return this.resumeJournaled(journaled.record, message.resume);
+    }
     // The same signed offer again, after a dropped connection: continue the suspended transfer.
     const suspended = this.suspended.get(message.transferId);
     if (suspended && message.resume && message.signature === suspended.signature) return suspended.resume(message.resume);
@@ -190,9 +302,10 @@ export class Inbox extends EventEmitter<InboxEvents> {
           chunkCount: opened.layout.chunkCount,
           cipherBytes: opened.layout.cipherBytes,
         });
-        return receive(client, message.transferId, opened, options, receipt, resumable, message.resume ?? 0).then((result) => {
-          this.completed.set(message.transferId, { signature: message.signature, chunkCount: opened.layout.chunkCount, receipt });
-          if (this.completed.size > 1000) this.completed.delete(this.completed.keys().next().value!);
+        const { resume: _resume, ...offer } = message;
+        const journal = resumable && this.options.journal ? { journal: this.options.journal, offer } : undefined;
+        return receive(client, message.transferId, opened, options, receipt, resumable, message.resume ?? 0, journal).then((result) => {
+          this.rememberCompleted(message.transferId, message.signature, opened.layout.chunkCount, receipt);
           return result;
         });
       },
@@ -203,7 +316,83 @@ export class Inbox extends EventEmitter<InboxEvents> {
       },
     };
   }
+
+  private rememberCompleted(transferId: string, signature: string, chunkCount: number, receipt: Buffer): void {
+    this.completed.set(transferId, { signature, chunkCount, receipt });
+    if (this.completed.size > 1000) this.completed.delete(this.completed.keys().next().value!);
+  }
+
+  /**
+   * Continues a transfer accepted before this process started. The journaled offer is opened again
+   * with this identity (checking its signature and unwrapping the file key: the journal holds no
+   * secret), the partial files are cut back to the last recorded verified chunk, and the answer
+   * tells the sender to continue from there, under the key of its resume attempt.
+   */
+  private resumeJournaled(record: IncomingRecord, attempt: number): void {
+    const client = this.client;
+    const journal = this.options.journal!;
+    const { transferId } = record;
+    let opened: OpenedOffer;
+    try {
+      opened = openOffer(offerFromWire(record.offer), client.identity);
+      checkReceivedPaths(opened.header.entries.map((e) => e.path));
+    } catch (error) {
+      const e = toSftError(error);
+      void journal.discard(record);
+      client.cancel(transferId, e.code, e.message);
+      this.emit('refused', { transferId, from: record.offer.sender.peerId, error: e });
+      return;
+    }
+    this.seen.set(transferId, Date.now());
+    const from = record.offer.sender.peerId;
+    const receipt = signReceipt(client.identity, { transferId, senderPeerId: from, chunkCount: opened.layout.chunkCount, cipherBytes: opened.layout.cipherBytes });
+    const controller = new AbortController();
+    const { accept } = record;
+    const resumed: ResumedTransfer = {
+      transferId,
+      sender: client.peers.get(from) ?? { ...record.offer.sender, name: 'unknown peer' },
+      entries: opened.header.entries,
+      fileCount: opened.header.entries.filter((e) => e.type === 'file').length,
+      totalBytes: opened.header.plainBytes,
+      fromChunk: Math.min(record.verified, opened.layout.chunkCount),
+      chunkCount: opened.layout.chunkCount,
+      directory: accept.directory,
+      result: receive(
+        client,
+        transferId,
+        opened,
+        {
+          directory: accept.directory,
+          ...(accept.saveAs !== undefined ? { saveAs: accept.saveAs } : {}),
+          onConflict: accept.onConflict,
+          onProgress: (p) => resumed.onProgress?.(p),
+          signal: controller.signal,
+        },
+        receipt,
+        { signature: record.offer.signature, suspended: this.suspended },
+        attempt,
+        { journal, offer: record.offer, restored: record },
+      ).then((result) => {
+        this.rememberCompleted(transferId, record.offer.signature, opened.layout.chunkCount, receipt);
+        return result;
+      }),
+      cancel: () => controller.abort(),
+    };
+    resumed.result.catch(() => undefined); // Reported to whoever awaits it; never an unhandled rejection.
+    this.emit('resumed', resumed);
+  }
 }
+
+/** Where a receive keeps its journal; `restored` when it continues one written by an earlier process. */
+interface ReceiveJournal {
+  readonly journal: TransferJournal;
+  readonly offer: IncomingRecord['offer'];
+  readonly restored?: IncomingRecord;
+}
+
+/** Chunks between two journal checkpoints (8 MiB of 256 KiB chunks), or a second, whichever comes first. */
+const CHECKPOINT_CHUNKS = 32;
+const CHECKPOINT_MS = 1000;
 
 interface PlannedFile {
   readonly receivedPath: string;
@@ -228,24 +417,50 @@ async function receive(
   /** Signed now, sent only after the last chunk verified and every file is in place. */
   receipt: Buffer,
   resumable?: { signature: string; suspended: Map<string, Suspension> },
-  /** An offer that is itself a resume (this receiver restarted and has nothing yet) uses that attempt's key. */
+  /** An offer that is itself a resume uses that attempt's key from its first chunk. */
   firstAttempt = 0,
+  /** Single-recipient transfers with a journal record their progress in it. */
+  journaled?: ReceiveJournal,
 ): Promise<ReceiveResult> {
   const started = performance.now();
   const { layout, keys, header } = opened;
   const output = new PayloadOutput(transferId, options.onConflict ?? 'rename');
   const meter = new ProgressMeter(transferId, header.plainBytes, options.onProgress);
+  // Continuing a journal: the chunks it records as verified are on disk, synced.
+  const resumeFrom = journaled?.restored ? Math.min(journaled.restored.verified, layout.chunkCount) : 0;
+  let checkpointed = { chunks: resumeFrom, at: Date.now() };
+  /** Syncs the data written so far, then records how many chunks it holds. */
+  const checkpoint = async (verified: number) => {
+    if (!journaled) return;
+    await output.sync();
+    await journaled.journal.save({
+      v: 1,
+      kind: 'receive',
+      transferId,
+      updatedAt: 0,
+      offer: journaled.offer,
+      accept: { directory: path.resolve(options.directory), ...(options.saveAs !== undefined ? { saveAs: path.resolve(options.saveAs) } : {}), onConflict: options.onConflict ?? 'rename' },
+      files: output.planned(),
+      createdDirs: output.dirs(),
+      verified,
+    });
+    checkpointed = { chunks: verified, at: Date.now() };
+  };
+  const forget = () => (journaled ? journaled.journal.remove('receive', transferId).catch(() => undefined) : Promise.resolve());
   try {
-    await output.prepare(header.entries, options);
+    if (journaled?.restored) await output.restore(journaled.restored, Math.min(resumeFrom * layout.chunkSize, header.plainBytes));
+    else await output.prepare(header.entries, options);
+    await checkpoint(resumeFrom);
   } catch (error) {
     const e = toSftError(error);
     await output.abort();
+    await forget();
     client.cancel(transferId, e.code, e.message);
     throw e;
   }
 
   return new Promise<ReceiveResult>((resolve, reject) => {
-    let expected = 0;
+    let expected = resumeFrom;
     let payloadKey = keys.payloadKeyFor(firstAttempt);
     let finished = false;
     let queue = Promise.resolve();
@@ -259,7 +474,7 @@ async function receive(
       if (tellRelay) client.cancel(transferId, error.code, error.message);
       // Cleaned up after any write already under way, so nothing is created after the clean-up.
       const cleanUp = () => output.abort();
-      queue = queue.then(cleanUp, cleanUp).finally(() => reject(error));
+      queue = queue.then(cleanUp, cleanUp).then(forget).finally(() => reject(error));
     };
     const armStall = (ms = stallMs) => {
       clearTimeout(stallTimer);
@@ -284,6 +499,7 @@ async function receive(
       expected += 1;
       client.ack(transferId, index);
       meter.update(Math.min(expected * layout.chunkSize, header.plainBytes));
+      if (expected < layout.chunkCount && (expected - checkpointed.chunks >= CHECKPOINT_CHUNKS || Date.now() - checkpointed.at >= CHECKPOINT_MS)) await checkpoint(expected);
       if (expected === layout.chunkCount) {
         // Every chunk verified: from here the outcome is decided here, and a late cancel or
         // timeout cannot interrupt the renames halfway.
@@ -295,9 +511,11 @@ async function receive(
         } catch (error) {
           const e = toSftError(error);
           await output.abort();
+          await forget();
           client.cancel(transferId, e.code, e.message);
           return reject(e);
         }
+        await forget();
         client.done(transferId, receipt).catch(() => undefined); // The files are in place; the sender may just miss the news.
         resolve({ transferId, files, plainBytes: header.plainBytes, durationMs: performance.now() - started });
       }
@@ -314,6 +532,8 @@ async function receive(
       if (!resumable) return fail(why, false);
       if (resumable.suspended.has(transferId)) return;
       clearTimeout(stallTimer);
+      // Should this process die while it waits, a new one continues from here.
+      queue = queue.then(() => (finished ? undefined : checkpoint(expected))).catch(() => undefined);
       const graceMs = (client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000; // The relay's grace, and a little for the journey.
       graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
       resumable.suspended.set(transferId, {
@@ -343,7 +563,7 @@ async function receive(
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return onAbort();
     armStall(options.firstChunkTimeoutMs ?? 660_000);
-    client.answer(transferId, true).catch((error: unknown) => fail(toSftError(error), false));
+    client.answer(transferId, true, journaled?.restored ? expected : undefined).catch((error: unknown) => fail(toSftError(error), false));
   });
 }
 
@@ -439,7 +659,8 @@ class PayloadOutput {
       const file = this.files[this.current]!;
       const n = Math.min(data.length - offset, file.size - this.written);
       if (n === 0) throw new SftError('INTEGRITY', 'More data arrived than the sender declared.');
-      const { bytesWritten } = await this.handle!.write(data, offset, n);
+      // At an explicit position: a file reopened after a restart is written where its verified data ends.
+      const { bytesWritten } = await this.handle!.write(data, offset, n, this.written);
       offset += bytesWritten;
       this.written += bytesWritten;
     }
@@ -518,6 +739,68 @@ class PayloadOutput {
         return file.finalPath;
       }
     }
+  }
+
+  /** The planned files, for the journal. */
+  planned(): IncomingRecord['files'] {
+    return this.files.map((f) => ({
+      receivedPath: f.receivedPath,
+      size: f.size,
+      ...(f.mode !== undefined ? { mode: f.mode } : {}),
+      ...(f.mtimeMs !== undefined ? { mtimeMs: f.mtimeMs } : {}),
+      finalPath: f.finalPath,
+      tempPath: f.tempPath,
+    }));
+  }
+
+  dirs(): string[] {
+    return [...this.createdDirs];
+  }
+
+  /** Makes what has been written to the open file durable (closed files were synced on closing). */
+  async sync(): Promise<void> {
+    await this.handle?.sync();
+  }
+
+  /**
+   * Takes up the files of a journal at `offset` bytes into the payload: files before it must be
+   * complete, the one holding it is cut back to it (data written after the last checkpoint was
+   * never recorded as verified), and files after it, begun after that checkpoint, are removed.
+   */
+  async restore(record: IncomingRecord, offset: number): Promise<void> {
+    this.files = record.files.map((f) => ({ receivedPath: f.receivedPath, size: f.size, mode: f.mode, mtimeMs: f.mtimeMs, finalPath: f.finalPath, tempPath: f.tempPath }));
+    this.createdDirs.push(...record.createdDirs);
+    let before = 0;
+    let current = this.files.findIndex((f) => {
+      if (before + f.size > offset) return true;
+      before += f.size;
+      return false;
+    });
+    if (current === -1) current = this.files.length; // Every byte is written (an empty payload).
+    for (const [i, file] of this.files.entries()) {
+      if (i < current) {
+        const stat = await fs.lstat(file.tempPath).catch(() => undefined);
+        if (!stat && file.size === 0) await (await fs.open(file.tempPath, 'wx', 0o600)).close();
+        else if (!stat?.isFile() || stat.size !== file.size) throw new SftError('INTEGRITY', `The partial copy of ${file.receivedPath} is missing or was changed.`);
+      } else if (i > current) {
+        await fs.rm(file.tempPath, { force: true });
+      }
+    }
+    if (current === this.files.length) {
+      this.current = this.files.length - 1;
+      this.written = this.files[this.current]?.size ?? 0;
+      return;
+    }
+    // Never through a link, and never anything but a regular file: the same care as 'wx' on creation.
+    const file = this.files[current]!;
+    this.handle = await fs.open(file.tempPath, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
+    const stat = await this.handle.stat();
+    if (!stat.isFile()) throw new SftError('UNSAFE_NAME', `The partial copy of ${file.receivedPath} is not a regular file.`);
+    // Shorter than the synced data the journal counts: something else cut it; never pad it with zeros.
+    if (stat.size < offset - before) throw new SftError('INTEGRITY', `The partial copy of ${file.receivedPath} is shorter than recorded.`);
+    await this.handle.truncate(offset - before);
+    this.current = current;
+    this.written = offset - before;
   }
 
   /** Removes every temporary file and every folder this transfer created (if still empty). */

@@ -157,6 +157,24 @@ export class PayloadReader {
   }
 }
 
+/**
+ * Checks that every file still has the size and modification time recorded when the offer was
+ * sealed: before a transfer journaled by another process continues, including the files already
+ * delivered, so the recipient never ends up with parts of two versions of a file it cannot tell apart.
+ */
+export async function checkSourcesUnchanged(files: readonly SourceFile[]): Promise<void> {
+  for (const file of files) {
+    let stat: Stats;
+    try {
+      stat = await fs.stat(file.absolutePath);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new SftError('SOURCE_CHANGED', `${path.basename(file.absolutePath)} no longer exists.`);
+      throw toSftError(error);
+    }
+    if (stat.size !== file.size || stat.mtimeMs !== file.mtimeMs) throw changed(file);
+  }
+}
+
 function changed(file: SourceFile): SftError {
   return new SftError('SOURCE_CHANGED', `${path.basename(file.absolutePath)} changed while it was being sent; it was not delivered.`);
 }

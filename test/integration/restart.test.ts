@@ -1,0 +1,203 @@
+/**
+ * Killed processes: an `sft receive` or `sft send` process killed with SIGKILL mid-transfer and
+ * started again with the same identity folder continues the transfer from its journal, from the
+ * last verified chunk, not from zero; one that stays away past the relay's grace period ends in
+ * EXPIRED on both sides, with its partial file and both journals removed. Real `sft-relay` and
+ * `sft` processes, a 64 MiB file.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { start, startRelayProcess, waitForLine, type Running } from '../helpers/processes';
+import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
+import { EXIT_CODES } from '../../extension/cli/exit-codes';
+import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
+
+const SIZE = 64 * 1024 * 1024 + 123;
+const CHUNKS = Math.ceil(SIZE / DEFAULT_CHUNK_SIZE);
+
+const running: Running[] = [];
+const dirs: string[] = [];
+after(async () => {
+  for (const p of running) await p.stop('SIGKILL');
+  for (const d of dirs) await fs.rm(d, { recursive: true, force: true });
+});
+
+async function setUp(relayArgs: string[] = []) {
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-restart-'));
+  dirs.push(work);
+  const { relay, url } = await startRelayProcess(relayArgs);
+  running.push(relay);
+  const src = path.join(work, 'src', 'big.bin');
+  const sum = await writeRandomFile(src, SIZE, 'restart');
+  const out = path.join(work, 'out');
+  const identity = (name: string) => path.join(work, `id-${name}`);
+  const spawn = (bin: 'sft', args: string[]) => {
+    const p = start(bin, [...args, '--relay', url]);
+    running.push(p);
+    return p;
+  };
+  const receive = async () => {
+    const p = spawn('sft', ['receive', '--out', out, '--yes', '--once', '--name', 'bob', '--identity', identity('bob')]);
+    await waitForLine(p.stderr, /Waiting for files/);
+    return p;
+  };
+  const send = (paths = [src]) => spawn('sft', ['send', ...paths, '--to', 'bob', '--name', 'alice', '--identity', identity('alice')]);
+  const resume = () => spawn('sft', ['resume', '--name', 'alice', '--identity', identity('alice')]);
+  /** The chunks bob's journal records as verified and synced, once at least `min`. */
+  const journaledChunks = async (min: number, timeoutMs = 30_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const folder = path.join(identity('bob'), 'transfers');
+      for (const name of await fs.readdir(folder).catch(() => [] as string[])) {
+        // Journals are replaced through temporary files (…json.<random>.tmp): read only the real ones.
+        if (!/^receive-.*\.json$/.test(name)) continue;
+        const text = await fs.readFile(path.join(folder, name), 'utf8').catch(() => '{}');
+        const verified = (JSON.parse(text) as { verified?: number }).verified ?? 0;
+        if (verified >= min) return verified;
+      }
+      if (Date.now() > deadline) throw new Error(`bob's journal never reached ${min} chunks`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const journals = async (name: string) => (await fs.readdir(path.join(identity(name), 'transfers')).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  return { relay, work, src, out, sum, receive, send, resume, journaledChunks, journals };
+}
+
+const log = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');
+
+test('the receiver is killed mid-transfer and started again: the file arrives whole, resumed from its journal', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  const journaled = await t.journaledChunks(32);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+  assert.ok(journaled < CHUNKS, 'killed before the end');
+  assert.equal((await listTree(t.out)).filter((f) => f.endsWith('.sft-partial')).length, 1, 'the partial file is left for the next process');
+
+  const bob2 = await t.receive();
+  const [, from, of] = await waitForLine(bob2.stderr, /Resuming transfer \S+ from .*not asking again.*from chunk (\d+) of (\d+)/, 30_000);
+  assert.ok(Number(from) >= 32 && Number(of) === CHUNKS, `bob continues from chunk ${from} of ${of}`);
+  assert.equal(await alice.exited, EXIT_CODES.ok, log(alice, bob, bob2));
+  assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  const [, aliceFrom] = (await waitForLine(alice.stderr, /Resuming transfer \S+ from chunk (\d+) of/))!;
+  assert.ok(Number(aliceFrom) > 0, 'the sender continued where the receiver stopped, not from zero');
+  assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
+  assert.deepEqual(await listTree(t.out), ['big.bin'], 'nothing partial is left');
+  assert.deepEqual(await t.journals('bob'), []);
+  assert.deepEqual(await t.journals('alice'), []);
+});
+
+test('the sender is killed mid-transfer and the same sft send is run again: it resumes from its journal', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(32);
+  alice.child.kill('SIGKILL');
+  await alice.exited;
+  assert.equal((await t.journals('alice')).length, 1, 'the sender left its journal');
+  const journal = await fs.readFile(path.join(t.out, '..', 'id-alice', 'transfers', (await t.journals('alice'))[0]!), 'utf8');
+  assert.equal((await fs.stat(path.join(t.out, '..', 'id-alice', 'transfers', (await t.journals('alice'))[0]!))).mode & 0o777, 0o600);
+  assert.doesNotMatch(journal, /fileKey|payloadKey/, 'no key in clear');
+
+  const alice2 = t.send();
+  const [, from] = await waitForLine(alice2.stderr, /Resuming transfer \S+ from chunk (\d+) of/, 30_000);
+  assert.ok(Number(from) >= 32, `resumed from chunk ${from}, not from zero`);
+  assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob));
+  assert.equal(await bob.exited, EXIT_CODES.ok, log(bob));
+  assert.match(alice2.stdout.join('\n'), /Delivered to bob/);
+  assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
+  assert.deepEqual(await listTree(t.out), ['big.bin']);
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});
+
+test('a killed receiver that stays away past the grace period: both sides report EXPIRED, nothing partial remains', async () => {
+  const t = await setUp(['--resume-grace', '2']);
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(32);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+
+  assert.equal(await alice.exited, EXIT_CODES.network, log(alice));
+  assert.match(alice.stderr.join('\n'), /EXPIRED/);
+  assert.deepEqual(await t.journals('alice'), [], "the sender's journal is gone");
+
+  // Back too late: the journal is past the grace period by now, or will be while it waits.
+  const bob2 = await t.receive();
+  assert.equal(await bob2.exited, EXIT_CODES.network, log(bob2));
+  assert.match(bob2.stderr.join('\n'), /expired: .*\(EXPIRED\)/);
+  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+  assert.deepEqual(await t.journals('bob'), [], "the receiver's journal is gone");
+});
+
+test('a source that changed while its sender was down is reported, not sent: SOURCE_CHANGED on both sides', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(32);
+  alice.child.kill('SIGKILL');
+  await alice.exited;
+  // Same size, another modification time: the journal recorded the one the offer was sealed with.
+  await fs.utimes(t.src, new Date(), new Date(Date.now() - 3_600_000));
+
+  const alice2 = t.send();
+  assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
+  assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
+  assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
+  assert.match(bob.stderr.join('\n'), /SOURCE_CHANGED/);
+  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});
+
+test('both ends are killed mid-transfer and started again: the journals on both sides carry it to the end', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  const journaled = await t.journaledChunks(32);
+  alice.child.kill('SIGKILL');
+  bob.child.kill('SIGKILL');
+  await Promise.all([alice.exited, bob.exited]);
+
+  // This time with `sft resume`, which takes up every journaled outgoing transfer.
+  const alice2 = t.resume();
+  await waitForLine(alice2.stderr, /waiting for the recipient/);
+  const bob2 = await t.receive();
+  const [, from] = await waitForLine(bob2.stderr, /not asking again.*from chunk (\d+) of/, 30_000);
+  assert.ok(Number(from) >= journaled, `bob continues from chunk ${from}, at least the ${journaled} journaled`);
+  assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob2));
+  assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  assert.match(alice2.stdout.join('\n'), /Delivered to bob/);
+  assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
+  assert.deepEqual(await listTree(t.out), ['big.bin']);
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});
+
+test('a receiver killed in the middle of a folder picks up the right file at the right byte', async () => {
+  const t = await setUp();
+  const folder = path.join(t.work, 'src', 'album');
+  const sizes: Record<string, number> = { 'a.bin': 10 * 1024 * 1024 + 1, 'b.bin': 40 * 1024 * 1024, 'empty.txt': 0, 'sub/c.bin': 14 * 1024 * 1024 + 7 };
+  const sums: Record<string, string> = {};
+  for (const [name, size] of Object.entries(sizes)) sums[name] = await writeRandomFile(path.join(folder, name), size, name);
+  const bob = await t.receive();
+  const alice = t.send([folder]);
+  // Past a.bin (10 MiB = 40 chunks) and the empty file, into b.bin.
+  await t.journaledChunks(64);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+
+  const bob2 = await t.receive();
+  const [, from] = await waitForLine(bob2.stderr, /not asking again.*from chunk (\d+) of/, 30_000);
+  assert.ok(Number(from) >= 64, `from chunk ${from}`);
+  assert.equal(await alice.exited, EXIT_CODES.ok, log(alice, bob2));
+  assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  for (const name of Object.keys(sizes)) assert.equal(await sha256File(path.join(t.out, 'album', name)), sums[name], name);
+  assert.deepEqual(await listTree(t.out), ['album/', 'album/a.bin', 'album/b.bin', 'album/empty.txt', 'album/sub/', 'album/sub/c.bin']);
+  assert.deepEqual(await t.journals('bob'), []);
+});
