@@ -83,6 +83,8 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     }),
     new vscode.Disposable(() => inboxListener?.dispose()),
     relayHost.onDidChange(refresh),
+    // Transfers interrupted by a restart continue once this window has joined a relay.
+    session.onDidJoin(() => void sender.resumeJournaled().catch((e) => showError(e, log))),
     transfers.onDidChange(refreshTransfers),
   );
   refresh();

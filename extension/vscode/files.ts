@@ -13,6 +13,8 @@ import { formatBytes } from '../core/format';
 
 export interface LocalPaths {
   readonly paths: string[];
+  /** Whether some paths are temporary copies (of files on a non-`file:` file system). */
+  readonly temporary: boolean;
   /** Removes any temporary copies. */
   dispose(): Promise<void>;
 }
@@ -20,7 +22,7 @@ export interface LocalPaths {
 export async function toLocalPaths(uris: readonly vscode.Uri[], maxInMemory: number): Promise<LocalPaths> {
   const local = uris.filter((u) => u.scheme === 'file').map((u) => u.fsPath);
   const other = uris.filter((u) => u.scheme !== 'file');
-  if (other.length === 0) return { paths: local, dispose: async () => undefined };
+  if (other.length === 0) return { paths: local, temporary: false, dispose: async () => undefined };
   const staging = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-send-'));
   const dispose = () => fs.rm(staging, { recursive: true, force: true });
   try {
@@ -42,7 +44,7 @@ export async function toLocalPaths(uris: readonly vscode.Uri[], maxInMemory: num
       await copy(uri, target);
       staged.push(target);
     }
-    return { paths: [...local, ...staged], dispose };
+    return { paths: [...local, ...staged], temporary: true, dispose };
   } catch (error) {
     await dispose();
     throw error;

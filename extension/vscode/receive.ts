@@ -12,7 +12,7 @@ import { SftError, toSftError } from '../core/errors';
 import { formatBytes, formatDuration, formatRate } from '../core/format';
 import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
-import type { Inbox, IncomingOffer, ReceiveResult, ConflictPolicy } from '../core/transfer/receiver';
+import type { ExpiredTransfer, Inbox, IncomingOffer, ReceiveResult, ConflictPolicy, ResumedTransfer } from '../core/transfer/receiver';
 import type { ConnectionState } from '../core/client';
 import type { PeerInfo } from '../core/protocol';
 import type { TrustVerdict } from '../core/trust';
@@ -54,14 +54,55 @@ export class Receiver {
       this.transfers.update(w.transferId, { status: 'cancelled', error: w.error.toJSON() });
       void vscode.window.showInformationMessage(`${entry.peerLabel} withdrew the offer of ${describeNames(entry.names)}.`);
     };
+    const onResumed = (resumed: ResumedTransfer) => void this.onResumed(resumed);
+    const onExpired = (expired: ExpiredTransfer) => {
+      const names = expired.files.map((f) => safeText(path.basename(f)));
+      this.log.warn(`An interrupted transfer from ${shortPeerId(expired.from)} expired: ${safeText(expired.error.message)} (${expired.error.code})`);
+      void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} from ${shortPeerId(expired.from)} expired: its sender did not come back in time. Its partial files were removed.`);
+    };
     inbox.on('offer', onOffer);
     inbox.on('refused', onRefused);
     inbox.on('withdrawn', onWithdrawn);
+    inbox.on('resumed', onResumed);
+    inbox.on('expired', onExpired);
     return new vscode.Disposable(() => {
       inbox.off('offer', onOffer);
       inbox.off('refused', onRefused);
       inbox.off('withdrawn', onWithdrawn);
+      inbox.off('resumed', onResumed);
+      inbox.off('expired', onExpired);
     });
+  }
+
+  /** A transfer accepted before VS Code restarted, continuing from its journal: no second prompt. */
+  private async onResumed(resumed: ResumedTransfer): Promise<void> {
+    const entry = this.transfers.add({
+      id: resumed.transferId,
+      direction: 'receive',
+      peerLabel: safeText(resumed.sender.name),
+      names: topLevelNames(resumed.entries.map((e) => e.path)),
+      fileCount: resumed.fileCount,
+      totalBytes: resumed.totalBytes,
+      startedAt: Date.now(),
+      status: 'active',
+      cancel: () => resumed.cancel(),
+    });
+    try {
+      const result = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Resuming ${describeNames(entry.names)} from ${entry.peerLabel} (chunk ${resumed.fromChunk} of ${resumed.chunkCount})`, cancellable: true },
+        (progress, token) => {
+          token.onCancellationRequested(() => resumed.cancel());
+          resumed.onProgress = progressReporter(progress, (p) => this.transfers.progress(entry.id, p));
+          return resumed.result;
+        },
+      );
+      this.transfers.update(entry.id, { status: 'done', savedTo: result.files.map((f) => f.savedAs) });
+      void this.announce(entry, result);
+    } catch (error) {
+      const e = toSftError(error);
+      this.transfers.update(entry.id, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      if (e.code !== 'CANCELLED') this.showFailure(e);
+    }
   }
 
   private async onOffer(offer: IncomingOffer): Promise<void> {

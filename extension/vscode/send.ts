@@ -10,12 +10,13 @@ import { formatBytes, formatDuration, formatRate } from '../core/format';
 import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
-import { sendFiles, type SendResult } from '../core/transfer/sender';
+import { resumeSend, sendFiles, type SendResult } from '../core/transfer/sender';
+import { TransferJournal } from '../core/transfer/journal';
 import { toLocalPaths } from './files';
 import { progressReporter, reportConnection } from './progress';
 import { settings } from './settings';
 import type { Session } from './session';
-import { topLevelNames, type Transfers } from './transfers';
+import { describeNames, topLevelNames, type Transfers } from './transfers';
 import type { Log } from './log';
 
 /** Trailing argument for scripted use (keybindings, other extensions, tests): who to send to. */
@@ -147,6 +148,8 @@ export class Sender {
           return sendFiles(client, {
             paths: local.paths,
             to: peers,
+            // Files on disk only: a temporary copy of a virtual file would be gone after a restart.
+            ...(local.temporary ? {} : { journal: this.session.journal }),
             signal: controller.signal,
             onOffered: (id, sources) => {
               transferId = id;
@@ -210,6 +213,61 @@ export class Sender {
     const canRetry = uris.length > 0 && peers.length > 0;
     const choice = await vscode.window.showErrorMessage(message, ...(canRetry ? ['Retry'] : []));
     if (choice === 'Retry') await this.retry(uris, peers);
+  }
+
+  /**
+   * Continues the transfers this identity was sending when VS Code (or its extension host) stopped,
+   * from the journal: from the last chunk the recipient verified, once the recipient is online.
+   */
+  async resumeJournaled(): Promise<void> {
+    const client = this.session.requireClient();
+    const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
+    for (const record of await this.session.journal.outgoing()) {
+      if (TransferJournal.isHeldElsewhere(record) || this.transfers.get(record.transferId)) continue;
+      const peer = record.recipients[0]!;
+      const names = topLevelNames(record.entries.map((e) => e.path));
+      const peerLabel = safeText(peer.name);
+      if (TransferJournal.isExpired(record, graceMs)) {
+        await this.session.journal.discard(record);
+        void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} to ${peerLabel} expired while VS Code was closed; send it again if it is still needed.`);
+        continue;
+      }
+      const controller = new AbortController();
+      this.transfers.add({
+        id: record.transferId,
+        direction: 'send',
+        peerLabel,
+        names,
+        fileCount: record.files.length,
+        totalBytes: record.files.reduce((sum, f) => sum + f.size, 0),
+        startedAt: Date.now(),
+        status: 'waiting',
+        sources: record.paths.map((p) => vscode.Uri.file(p)),
+        recipients: [peer],
+        cancel: () => controller.abort(),
+      });
+      void vscode.window
+        .withProgress({ location: vscode.ProgressLocation.Notification, title: `Resuming ${describeNames(names)} to ${peerLabel}`, cancellable: true }, (progress, token) => {
+          token.onCancellationRequested(() => controller.abort());
+          progress.report({ message: `waiting for ${peerLabel}…` });
+          const connection = reportConnection(this.session.onDidChangeState, progress);
+          return resumeSend(client, {
+            journal: this.session.journal,
+            record,
+            signal: controller.signal,
+            onResumed: (from, of) => progress.report({ message: `continuing from chunk ${from} of ${of}` }),
+            onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
+          }).finally(() => connection.dispose());
+        })
+        .then(
+          (result) => this.report(result, [peer], names),
+          (error: unknown) => {
+            const e = toSftError(error);
+            this.transfers.update(record.transferId, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+            if (e.code !== 'CANCELLED') void vscode.window.showErrorMessage(`Could not resume ${describeNames(names)} to ${peerLabel}: ${safeText(e.message)} (${e.code})`);
+          },
+        );
+    }
   }
 
   /** Sends again what a finished transfer sent, to whichever of its recipients are online. */

@@ -3,12 +3,14 @@
  * one per relay origin), the trust book (global state; public key hashes, no secrets), and one
  * RelayClient with its Inbox. Everything visible (views, status bar, prompts) listens to it.
  */
+import path from 'node:path';
 import * as vscode from 'vscode';
 import { RelayClient, type ConnectionState } from '../core/client';
 import { SftError, toSftError } from '../core/errors';
 import { loadOrCreateIdentity, IDENTITY_SECRET_KEY } from '../core/keystore';
 import { TrustBook, type TrustState, type TrustVerdict } from '../core/trust';
 import { Inbox } from '../core/transfer/receiver';
+import { TransferJournal } from '../core/transfer/journal';
 import type { Identity } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { originOf } from '../core/crypto/envelope';
@@ -37,10 +39,20 @@ export class Session implements vscode.Disposable {
   readonly onDidCreateInbox = this.inboxEmitter.event;
   readonly onDidChangeTrust = this.trustEmitter.event;
 
+  /**
+   * Single-recipient transfers keep a journal here (no secrets in it: the sender's file key is sealed
+   * to its own key), so they continue after VS Code restarts (core/transfer/journal.ts).
+   */
+  readonly journal: TransferJournal;
+  private readonly connectedEmitter = new vscode.EventEmitter<void>();
+  /** Fires each time a new connection first joins: the moment to continue journaled transfers. */
+  readonly onDidJoin = this.connectedEmitter.event;
+
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly log: Log,
   ) {
+    this.journal = new TransferJournal(path.join(context.globalStorageUri.fsPath, 'transfers'));
     const stored = context.globalState.get<TrustState>(TRUST_STATE_KEY);
     this.trustBook = new TrustBook(stored && typeof stored.peers === 'object' && stored.peers !== null ? stored : { peers: {} });
   }
@@ -125,10 +137,17 @@ export class Session implements vscode.Disposable {
     if (generation !== this.generation) throw new SftError('CANCELLED', 'A newer connection replaced this one.');
     const client = new RelayClient({ url, identity, name: settings.displayName(), reconnect: settings.autoConnect(), ...(token ? { token } : {}) });
     this.client = client;
+    let joined = false;
     client.on('state', (state) => {
       if (this.client !== client) return;
       this.log.info(`Relay ${url}: ${state}.`);
       this.stateEmitter.fire(state);
+      if (state === 'connected' && !joined) {
+        joined = true;
+        // Offers wait until the journal of transfers interrupted by a restart has been read.
+        inbox.restore().catch((error: unknown) => this.log.warn(`${safeText(toSftError(error).message)}`));
+        this.connectedEmitter.fire();
+      }
     });
     client.on('peers', () => {
       if (this.client !== client) return;
@@ -140,7 +159,7 @@ export class Session implements vscode.Disposable {
     });
     client.on('notice', (notice) => this.log.warn(`Relay says: ${safeText(notice.message)} (${notice.code})`));
     client.on('warning', (error) => this.log.warn(`Dropped a message from the relay: ${safeText(error.message)} (${error.code})`));
-    const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trustBook.verdict(peerId, name) });
+    const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trustBook.verdict(peerId, name), journal: this.journal });
     this.inboxValue = inbox;
     this.inboxEmitter.fire(inbox);
     try {
@@ -186,5 +205,6 @@ export class Session implements vscode.Disposable {
     this.peersEmitter.dispose();
     this.inboxEmitter.dispose();
     this.trustEmitter.dispose();
+    this.connectedEmitter.dispose();
   }
 }

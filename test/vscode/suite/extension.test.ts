@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'mocha';
@@ -301,6 +302,37 @@ export function registerExtensionTests(): void {
       assert.deepEqual(result?.recipients, [{ peerId: bob.info.peerId, outcome: 'done' }]);
       assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(source));
       await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
+    });
+
+    it('journals a running send in global storage (private, no key in clear) and removes it when done', async function () {
+      const journalDir = path.join(api.testing!.context.globalStorageUri.fsPath, 'transfers');
+      const source = await randomFile(path.join(ctx.scratch, 'journal', 'video.mp4'), 16 * 2 ** 20);
+      const bobDir = path.join(ctx.scratch, 'bob-journal');
+      // Bob takes his time to answer, so the journal can be looked at while the transfer is open.
+      let release!: () => void;
+      const answered = new Promise<void>((resolve) => (release = resolve));
+      const received = nextOffer(bob.inbox).then(async (offer) => {
+        await answered;
+        return offer.accept({ directory: bobDir });
+      });
+      const sending = vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', vscode.Uri.file(source), undefined, { to: ['Bob'] });
+      const file = await waitFor('a send journal', () => {
+        try {
+          return readdirSync(journalDir).find((f) => /^send-.*\.json$/.test(f));
+        } catch {
+          return undefined;
+        }
+      });
+      const stat = await fs.stat(path.join(journalDir, file));
+      if (process.platform !== 'win32') assert.equal(stat.mode & 0o777, 0o600, 'the journal is private');
+      const journal = JSON.parse(await fs.readFile(path.join(journalDir, file), 'utf8')) as { kind: string; paths: string[] };
+      assert.equal(journal.kind, 'send');
+      assert.deepEqual(journal.paths, [source]);
+      release();
+      const result = await sending;
+      assert.equal(result?.recipients[0]?.outcome, 'done');
+      assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(source));
+      assert.deepEqual((await fs.readdir(journalDir)).filter((f) => f.startsWith('send-')), [], 'the journal is gone once delivered');
     });
 
     it('keeps keys and tokens in SecretStorage only: not in settings, not in global state', async function () {
