@@ -67,6 +67,9 @@ export class Session implements vscode.Disposable {
   }
   private connectedUrl: string | undefined;
 
+  /** The relay closed this connection because the same identity connected elsewhere (another window). */
+  replacedElsewhere = false;
+
   get peers(): PeerInfo[] {
     return [...(this.client?.peers.values() ?? [])].sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId));
   }
@@ -128,6 +131,7 @@ export class Session implements vscode.Disposable {
    */
   async connect(url: string): Promise<void> {
     this.disconnect();
+    this.replacedElsewhere = false;
     const generation = this.generation;
     // From here on the window is "connecting to url", even while the keys load.
     this.connectedUrl = url;
@@ -157,7 +161,14 @@ export class Session implements vscode.Disposable {
       if (changed) void this.saveTrust();
       this.peersEmitter.fire();
     });
-    client.on('notice', (notice) => this.log.warn(`Relay says: ${safeText(notice.message)} (${notice.code})`));
+    client.on('notice', (notice) => {
+      this.log.warn(`Relay says: ${safeText(notice.message)} (${notice.code})`);
+      // One connection per identity: another window (or `sft` with the same keys) took over.
+      if (notice.code === 'REPLACED' && this.client === client) {
+        this.replacedElsewhere = true;
+        this.stateEmitter.fire(client.state);
+      }
+    });
     client.on('warning', (error) => this.log.warn(`Dropped a message from the relay: ${safeText(error.message)} (${error.code})`));
     const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trustBook.verdict(peerId, name), journal: this.journal });
     this.inboxValue = inbox;

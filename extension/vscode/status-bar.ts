@@ -33,8 +33,10 @@ export class StatusBar implements vscode.Disposable {
         this.item.backgroundColor = undefined;
         break;
       case 'disconnected':
-        this.item.text = `$(debug-disconnect) Secure Transfer${relay}`;
-        this.item.tooltip = `Secure Transfer: not connected. Click to connect or start a relay.${relayNote}`;
+        this.item.text = `$(debug-disconnect) Secure Transfer${this.session.replacedElsewhere ? ': in another window' : ''}${relay}`;
+        this.item.tooltip = this.session.replacedElsewhere
+          ? `Secure Transfer: another VS Code window (or sft with the same keys) connected with your identity, and a relay keeps one connection per identity. Click to connect this window instead.${relayNote}`
+          : `Secure Transfer: not connected. Click to connect or start a relay.${relayNote}`;
         this.item.backgroundColor = undefined;
         break;
     }
