@@ -18,7 +18,8 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
+import http from 'node:http';
+import type net from 'node:net';
 import path from 'node:path';
 import { RelayClient } from '../../extension/core/client';
 import { Identity } from '../../extension/core/crypto/identity';
@@ -44,17 +45,16 @@ type Command =
   | { type: 'close' };
 
 export async function loadWorker(): Promise<void> {
-  // Each client's connection leaves from the loopback address given for it (see above). ws opens its
-  // TCP connection with net.connect, so the worker gives that the address of the client being started.
+  // Each client's connection leaves from the loopback address given for it (see above). The
+  // Socket.IO client opens its WebSocket with agent: false, so Node makes a new http.Agent per
+  // connection and connects through Agent.prototype.createConnection: the worker gives that the
+  // address of the client being started (the connection is opened synchronously in connect()).
   let localAddress: string | undefined;
-  const netModule = net as unknown as { connect: (...args: unknown[]) => net.Socket };
-  const connect = netModule.connect;
-  netModule.connect = (...args: unknown[]) => {
-    const options = args[0];
-    if (localAddress && options && typeof options === 'object' && !(options as net.TcpNetConnectOpts).localAddress) {
-      (options as net.TcpNetConnectOpts).localAddress = localAddress;
-    }
-    return connect(...args);
+  const agent = http.Agent.prototype as unknown as { createConnection: (options: net.NetConnectOpts, ...rest: unknown[]) => net.Socket };
+  const createConnection = agent.createConnection;
+  agent.createConnection = function (this: unknown, options: net.NetConnectOpts, ...rest: unknown[]) {
+    if (localAddress) options = { ...options, localAddress } as net.NetConnectOpts;
+    return createConnection.call(this, options, ...rest);
   };
 
   const clients: RelayClient[] = [];
