@@ -282,14 +282,14 @@ async function main() {
       }
     }
     if (idle) {
-      process.stdout.write(`\nidle clients: ${idle.clients} joined in ${idle.connectSeconds.toFixed(1)} s (${idle.workers} load workers); relay RSS ${idle.relayRssBeforeMiB.toFixed(0)} MiB before, ${idle.relayRssAfterMiB.toFixed(0)} MiB after (peak ${idle.relayPeakRssMiB.toFixed(0)} MiB)\n`);
+      process.stdout.write(`\nidle clients: ${idle.clients} joined in ${idle.connectSeconds.toFixed(1)} s (${idle.workers} load workers); relay RSS ${idle.relayRssBeforeMiB.toFixed(0)} MiB before, ${idle.relayRssAfterMiB.toFixed(0)} MiB after (peak ${idle.relayPeakRssMiB.toFixed(0)} MiB); the relay used ${idle.relayCpuSeconds.toFixed(1)} CPU s in all\n`);
     }
     if (transfers) {
       const t = transfers;
       process.stdout.write(
         `simultaneous transfers: ${t.transfers} × ${t.fileMiB} MiB, ${t.verified} verified by SHA-256: ${t.aggregateMBps.toFixed(0)} MB/s aggregate in ${t.aggregateSeconds.toFixed(1)} s ` +
-          `(each took ${t.perTransferSeconds.min.toFixed(1)}–${t.perTransferSeconds.max.toFixed(1)} s, median ${t.perTransferSeconds.median.toFixed(1)}); one alone: ${t.singleMBps.toFixed(0)} MB/s ` +
-          `(${t.singleSeconds.map((s) => s.toFixed(2)).join(', ')} s); relay ${t.relayCpuSecondsPerGiB.toFixed(1)} CPU s per GiB, peak RSS ${t.relayPeakRssMiB.toFixed(0)} MiB\n`,
+          `(each took ${t.perTransferSeconds.min.toFixed(1)}–${t.perTransferSeconds.max.toFixed(1)} s, median ${t.perTransferSeconds.median.toFixed(1)}); one transfer alone with the same ${t.transfers * t.fileMiB} MiB: ${t.singleMBps.toFixed(0)} MB/s ` +
+          `(${t.singleSeconds.map((s) => s.toFixed(1)).join(' s before, ')} s after); relay ${t.relayCpuSecondsPerGiB.toFixed(1)} CPU s per GiB, peak RSS ${t.relayPeakRssMiB.toFixed(0)} MiB\n`,
       );
     }
     process.stdout.write('\n| goal | measured | target | met |\n|---|---|---|---|\n');
