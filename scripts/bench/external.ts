@@ -146,6 +146,16 @@ function client(work: string, label: string, command: string, args: string[], ti
   return { child, lines, exited, statFile };
 }
 
+/** Ends a client's process group if it is still running (after a failure). */
+function stopClient(c: Client | undefined): void {
+  if (!c || c.child.exitCode !== null || c.child.signalCode !== null) return;
+  try {
+    process.kill(-c.child.pid!, 'SIGKILL');
+  } catch {
+    // Gone.
+  }
+}
+
 async function clientCpu(c: Client): Promise<number | undefined> {
   try {
     const text = await fs.readFile(c.statFile, 'utf8');
@@ -171,6 +181,8 @@ export async function runWormhole(work: string, file: string, out: string): Prom
   const [mailboxPort, transitPort] = [await freePort(), await freePort()];
   const mailbox = daemon('twistd3', ['-n', '--pidfile=', 'wormhole-mailbox', `--port=tcp:${mailboxPort}:interface=127.0.0.1`, `--channel-db=${path.join(dir, 'channels.sqlite')}`], dir);
   const transit = daemon('twistd3', ['-n', '--pidfile=', 'transitrelay', `--port=tcp:${transitPort}:interface=127.0.0.1`], dir);
+  let sender: Client | undefined;
+  let receiver: Client | undefined;
   try {
     await waitFor('the wormhole mailbox server', () => portOpen(mailboxPort), () => mailbox.lines);
     await waitFor('the wormhole transit relay', () => portOpen(transitPort), () => transit.lines);
@@ -179,11 +191,11 @@ export async function runWormhole(work: string, file: string, out: string): Prom
     const size = (await fs.stat(file)).size;
     const sampler = new TreeSampler({ relay: transit.child.pid!, mailbox: mailbox.child.pid! });
     // The receiver waits on the mailbox first, as sft's receiver waits on the relay.
-    const receiver = client(work, 'wormhole-receiver', 'wormhole', [...common, 'receive', '--no-listen', '--accept-file', '-o', out, code], timeoutFor(size));
+    receiver = client(work, 'wormhole-receiver', 'wormhole', [...common, 'receive', '--no-listen', '--accept-file', '-o', out, code], timeoutFor(size));
     sampler.add('receiver', receiver.child.pid!);
     await new Promise((r) => setTimeout(r, 1500));
     const t0 = performance.now();
-    const sender = client(work, 'wormhole-sender', 'wormhole', [...common, 'send', '--no-listen', '--code', code, file], timeoutFor(size));
+    sender = client(work, 'wormhole-sender', 'wormhole', [...common, 'send', '--no-listen', '--code', code, file], timeoutFor(size));
     sampler.add('sender', sender.child.pid!);
     await finished({ sender, receiver });
     const seconds = (performance.now() - t0) / 1000;
@@ -197,6 +209,8 @@ export async function runWormhole(work: string, file: string, out: string): Prom
     });
     return { seconds, processes };
   } finally {
+    stopClient(sender);
+    stopClient(receiver);
     await Promise.all([stopDaemon(mailbox), stopDaemon(transit)]);
   }
 }
@@ -268,6 +282,7 @@ export async function runScp(work: string, ssh: Ssh, file: string, out: string):
   const sshdConfig = path.join(ssh.dir, 'sshd_config');
   const jump = daemon('/usr/sbin/sshd', ['-D', '-e', '-f', sshdConfig, '-p', String(jumpPort)], ssh.dir);
   const dest = daemon('/usr/sbin/sshd', ['-D', '-e', '-f', sshdConfig, '-p', String(destPort)], ssh.dir);
+  let sender: Client | undefined;
   try {
     await waitFor('the jump sshd', () => portOpen(jumpPort), () => jump.lines);
     await waitFor('the destination sshd', () => portOpen(destPort), () => dest.lines);
@@ -276,7 +291,7 @@ export async function runScp(work: string, ssh: Ssh, file: string, out: string):
     const size = (await fs.stat(file)).size;
     const sampler = new TreeSampler({ relay: jump.child.pid!, receiver: dest.child.pid! });
     const t0 = performance.now();
-    const sender = client(work, 'scp', 'scp', ['-q', '-F', ssh.config, '-J', `root@127.0.0.1:${jumpPort}`, '-P', String(destPort), file, `root@127.0.0.1:${out}`], timeoutFor(size));
+    sender = client(work, 'scp', 'scp', ['-q', '-F', ssh.config, '-J', `root@127.0.0.1:${jumpPort}`, '-P', String(destPort), file, `root@127.0.0.1:${out}`], timeoutFor(size));
     sampler.add('sender', sender.child.pid!);
     await finished({ sender });
     const seconds = (performance.now() - t0) / 1000;
@@ -285,6 +300,7 @@ export async function runScp(work: string, ssh: Ssh, file: string, out: string):
     if (readStat(jump.child.pid!) === undefined) throw new Error('the jump sshd died');
     return { seconds, processes };
   } finally {
+    stopClient(sender);
     await Promise.all([stopDaemon(jump), stopDaemon(dest)]);
   }
 }
