@@ -1,37 +1,34 @@
 /**
- * `npm run bench`: moves one file of random data (1 GiB by default) from one client process to
- * another through a relay process on this machine, for each path below, several times, and
- * reports the medians: throughput, CPU seconds per GiB (all processes, and the relay alone) and
- * peak RSS per process. The baseline runs in the same session, so ratios hold on a noisy machine.
+ * `npm run bench`: the whole comparison in one go. Moves one file of random data (1 GiB by
+ * default) from a sender process to a receiver process through a relay on this machine, for each
+ * path below, several times, and reports the medians: throughput (whole-process wall time), CPU
+ * seconds per GiB (all processes, and per process) and peak RSS per process. Then the load tests.
+ * Everything runs in the same session, so ratios hold on a noisy machine.
  *
- *   tcp-relay   plain TCP relay, no encryption (scripts/bench/tcp-relay.ts)
- *   sft         sft-relay with sft send / sft receive: end-to-end encrypted, full protocol
- *   sft-2-nodes the same, with the sender and the receiver on two sft-relay nodes joined through
- *               a redis-server started for each run (skipped when redis-server is missing);
- *               also reports Redis's CPU and its peak memory (INFO memory used_memory_peak)
+ *   tcp       plain TCP relay, no encryption (scripts/bench/tcp-relay.ts): the baseline
+ *   sft       sft-relay with sft send / sft receive: end-to-end encrypted, full protocol
+ *   cluster   the same, with the sender and the receiver on two sft-relay nodes joined through
+ *             a redis-server started for each run (skipped when redis-server is missing);
+ *             also reports Redis's CPU and its peak memory (INFO memory used_memory_peak)
+ *   wormhole  magic-wormhole through its transit relay (skipped when not installed; external.ts)
+ *   scp       scp -J through an sshd jump host (skipped when not installed or not root; external.ts)
+ *   load      1,000 idle clients on one relay; 50 simultaneous transfers (load.ts)
  *
  * Environment: SFT_BENCH_MB (default 1024), SFT_BENCH_RUNS (default 3),
- * SFT_BENCH_OUT (default .artifacts/bench.json).
+ * SFT_BENCH_OUT (default .artifacts/bench.json), SFT_BENCH_ONLY (comma-separated parts from the
+ * list above; also `npm run bench -- --only=load`), SFT_BENCH_LOAD_CLIENTS (default 1000),
+ * SFT_BENCH_LOAD_TRANSFERS (default 50), SFT_BENCH_LOAD_MB (default 20).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { formatBytes } from '../../extension/core/format';
 import { sha256File } from '../hash';
 import { startRedis } from '../redis-server';
-
-const ROOT = path.resolve(__dirname, '..');
-const DIST = path.join(ROOT, 'dist');
-const PROBE = path.join(ROOT, 'scripts', 'bench', 'probe.cjs');
-const GiB = 1024 ** 3;
-
-interface ProcessFigures {
-  cpuSeconds: number;
-  maxRssBytes: number;
-}
+import { DIST, GiB, ROOT, finish, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
+import { prepareSsh, runScp, runWormhole, scpMissing, wormholeMissing, type Ssh } from './external';
+import { loadWorker, runIdle, runTransfers, type IdleFigures, type TransfersFigures } from './load';
 
 interface RunFigures {
   seconds: number;
@@ -40,44 +37,19 @@ interface RunFigures {
   redis?: { cpuSeconds: number; usedMemoryPeakBytes: number };
 }
 
-interface Started {
-  child: ChildProcess;
-  lines: string[];
-  exited: Promise<number | null>;
-  probe: string;
-}
+const PARTS = ['tcp', 'sft', 'cluster', 'wormhole', 'scp', 'load'] as const;
+type Part = (typeof PARTS)[number];
+/** The result names in bench.json (kept from earlier versions). */
+const PATH_NAMES: Record<Exclude<Part, 'load'>, string> = { tcp: 'tcp-relay', sft: 'sft', cluster: 'sft-2-nodes', wormhole: 'wormhole', scp: 'scp-jump' };
 
-function startNode(work: string, label: string, script: string, args: string[]): Started {
-  const probe = path.join(work, `${label}-${crypto.randomBytes(4).toString('hex')}.json`);
-  const child = spawn(process.execPath, ['--require', PROBE, script, ...args], {
-    env: { ...process.env, SFT_BENCH_PROBE: probe },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (l) => lines.push(l));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, lines, exited, probe };
-}
-
-async function waitForLine(s: Started, pattern: RegExp): Promise<RegExpMatchArray> {
-  for (let i = 0; i < 600; i++) {
-    for (const line of s.lines) {
-      const m = pattern.exec(line);
-      if (m) return m;
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${pattern}:\n${s.lines.join('\n')}`);
-}
-
-async function finish(named: Record<string, Started>): Promise<Record<string, ProcessFigures>> {
-  const out: Record<string, ProcessFigures> = {};
-  for (const [name, s] of Object.entries(named)) {
-    const code = await s.exited;
-    if (code !== 0) throw new Error(`${name} exited with ${code}:\n${s.lines.slice(-10).join('\n')}`);
-    out[name] = JSON.parse(await fs.readFile(s.probe, 'utf8')) as ProcessFigures;
-  }
-  return out;
+function selectedParts(): Set<Part> {
+  const arg = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+  const text = arg ?? process.env.SFT_BENCH_ONLY ?? '';
+  if (text.trim() === '') return new Set(PARTS);
+  const wanted = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = wanted.filter((w) => !(PARTS as readonly string[]).includes(w));
+  if (unknown.length > 0) throw new Error(`unknown part(s) ${unknown.join(', ')}; choose from ${PARTS.join(', ')}`);
+  return new Set(wanted as Part[]);
 }
 
 async function runTcp(work: string, file: string, out: string): Promise<RunFigures> {
@@ -140,96 +112,196 @@ function haveRedis(): boolean {
   return spawnSync('redis-server', ['--version']).status === 0;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const fixed = (n: number | undefined, digits = 1) => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits));
+
+function summarise(list: RunFigures[], size: number) {
+  const names = Object.keys(list[0]!.processes);
+  const gib = size / GiB;
+  const relays = names.filter((p) => p.startsWith('relay'));
+  return {
+    mbPerSecond: median(list.map((r) => size / 1e6 / r.seconds)),
+    cpuSecondsPerGiB: median(list.map((r) => Object.values(r.processes).reduce((n, p) => n + p.cpuSeconds, 0) / gib)),
+    // Every relay node together (one, or two joined through Redis); Redis is reported apart.
+    relayCpuSecondsPerGiB: median(list.map((r) => relays.reduce((n, p) => n + r.processes[p]!.cpuSeconds, 0) / gib)),
+    cpuSecondsPerGiBByProcess: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.cpuSeconds / gib))])),
+    peakRssMiB: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.maxRssBytes / 2 ** 20))])),
+    ...(list[0]!.redis
+      ? {
+          redisCpuSecondsPerGiB: median(list.map((r) => r.redis!.cpuSeconds / gib)),
+          redisUsedMemoryPeakMiB: median(list.map((r) => r.redis!.usedMemoryPeakBytes / 2 ** 20)),
+        }
+      : {}),
+    runs: list,
+  };
+}
+
+type Summary = ReturnType<typeof summarise>;
+
+interface Goal {
+  goal: string;
+  value: number | undefined;
+  target: string;
+  met: boolean | undefined;
+  note?: string;
+}
+
+function goals(summary: Record<string, Summary>, size: number, idle?: IdleFigures, transfers?: TransfersFigures): Goal[] {
+  const sft = summary.sft;
+  const tcp = summary['tcp-relay'];
+  const others = ['wormhole', 'scp-jump'].map((n) => summary[n]).filter((s): s is Summary => s !== undefined);
+  const best = others.length > 0 ? Math.max(...others.map((s) => s.mbPerSecond)) : undefined;
+  const out: Goal[] = [];
+  const add = (goal: string, value: number | undefined, target: string, ok: (v: number) => boolean, note?: string) =>
+    out.push({ goal, value, target, met: value === undefined ? undefined : ok(value), ...(note ? { note } : {}) });
+  add('sft MB/s ÷ best of magic-wormhole and scp -J', sft && best ? sft.mbPerSecond / best : undefined, '≥ 2×', (v) => v >= 2);
+  add('sft MB/s ÷ plain TCP relay', sft && tcp ? sft.mbPerSecond / tcp.mbPerSecond : undefined, '≥ 45%', (v) => v >= 0.45);
+  add('sft relay CPU s per GiB', sft?.relayCpuSecondsPerGiB, '≤ 1.5', (v) => v <= 1.5);
+  add('sft CPU s per GiB, all processes', sft?.cpuSecondsPerGiB, '≤ 6', (v) => v <= 6);
+  add('sft relay peak RSS MiB', sft?.peakRssMiB.relay, '≤ 80 (1 GiB file)', (v) => v <= 80, size === GiB ? undefined : `measured with ${formatBytes(size)}, not 1 GiB`);
+  add(`relay RSS MiB with ${idle?.clients ?? 1000} idle clients`, idle?.relayRssAfterMiB, '≤ 150 (1,000 clients)', (v) => v <= 150);
+  add(`aggregate ÷ single throughput, ${transfers?.transfers ?? 50} simultaneous transfers`, transfers?.ratio, '≥ 80%', (v) => v >= 0.8);
+  return out;
+}
 
 async function main() {
+  if (process.argv.includes('--load-worker')) return loadWorker();
+  const parts = selectedParts();
   const megabytes = Number(process.env.SFT_BENCH_MB ?? 1024);
   const runs = Number(process.env.SFT_BENCH_RUNS ?? 3);
   const size = megabytes * 1024 * 1024;
+  const started = performance.now();
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-bench-'));
   try {
-    const file = path.join(work, 'payload.bin');
-    process.stdout.write(`generating ${formatBytes(size)} of random data…\n`);
-    const handle = await fs.open(file, 'w');
-    const cipher = crypto.createCipheriv('aes-256-ctr', crypto.randomBytes(32), crypto.randomBytes(16));
-    for (let done = 0; done < size; done += 8 * 1024 * 1024) await handle.write(cipher.update(Buffer.alloc(Math.min(8 * 1024 * 1024, size - done))));
-    await handle.close();
-    const expected = await sha256File(file);
-
-    const twoNodes = haveRedis();
-    if (!twoNodes) process.stdout.write('redis-server not found: skipping the two-node path (apt-get install redis-server)\n');
-    const results: Record<string, RunFigures[]> = { 'tcp-relay': [], sft: [], ...(twoNodes ? { 'sft-2-nodes': [] } : {}) };
-    for (let run = 0; run < runs; run++) {
-      // Alternate the paths so drift on the machine touches both alike.
-      const tcpOut = path.join(work, 'tcp-out.bin');
-      results['tcp-relay']!.push(await runTcp(work, file, tcpOut));
-      if (run === 0 && (await sha256File(tcpOut)) !== expected) throw new Error('tcp-relay corrupted the file');
-      await fs.rm(tcpOut);
-      const sftOut = path.join(work, `sft-out-${run}`);
-      results.sft!.push(await runSft(work, file, sftOut, run));
-      if (run === 0 && (await sha256File(path.join(sftOut, 'payload.bin'))) !== expected) throw new Error('sft corrupted the file');
-      await fs.rm(sftOut, { recursive: true });
-      if (twoNodes) {
-        const clusterOut = path.join(work, `sft-2-nodes-out-${run}`);
-        results['sft-2-nodes']!.push(await runSftTwoNodes(work, file, clusterOut, run));
-        if (run === 0 && (await sha256File(path.join(clusterOut, 'payload.bin'))) !== expected) throw new Error('sft through two nodes corrupted the file');
-        await fs.rm(clusterOut, { recursive: true });
+    const skipped: Record<string, string> = {};
+    const paths = (['tcp', 'sft', 'cluster', 'wormhole', 'scp'] as const).filter((p) => parts.has(p));
+    const missing: Partial<Record<Part, string | undefined>> = {
+      cluster: haveRedis() ? undefined : 'redis-server not found (apt-get install redis-server)',
+      wormhole: wormholeMissing(),
+      scp: scpMissing(),
+    };
+    for (const p of paths) {
+      const why = missing[p];
+      if (why) {
+        skipped[PATH_NAMES[p]] = why;
+        process.stdout.write(`skipping ${PATH_NAMES[p]}: ${why}\n`);
       }
-      const rates = Object.entries(results).map(([name, list]) => `${name} ${(size / 1e6 / list.at(-1)!.seconds).toFixed(0)} MB/s`);
-      process.stdout.write(`run ${run + 1}/${runs}: ${rates.join(', ')}\n`);
+    }
+    const active = paths.filter((p) => !missing[p]);
+    const results: Record<string, RunFigures[]> = Object.fromEntries(active.map((p) => [PATH_NAMES[p], []]));
+
+    if (active.length > 0) {
+      const file = path.join(work, 'payload.bin');
+      process.stdout.write(`generating ${formatBytes(size)} of random data…\n`);
+      await randomFile(file, size);
+      const expected = await sha256File(file);
+      const ssh: Ssh | undefined = active.includes('scp') ? await prepareSsh(work) : undefined;
+      const check = async (name: string, got: string, run: number) => {
+        // Every run is checked: a tool that fails quietly must not post a figure.
+        if (run === 0 || name !== 'tcp-relay') {
+          if ((await sha256File(got)) !== expected) throw new Error(`${name} corrupted the file`);
+        }
+      };
+      for (let run = 0; run < runs; run++) {
+        // Alternate the paths so drift on the machine touches all alike.
+        for (const p of active) {
+          const name = PATH_NAMES[p];
+          if (p === 'tcp') {
+            const out = path.join(work, 'tcp-out.bin');
+            results[name]!.push(await runTcp(work, file, out));
+            await check(name, out, run);
+            await fs.rm(out);
+          } else if (p === 'sft' || p === 'cluster') {
+            const outDir = path.join(work, `${name}-out-${run}`);
+            results[name]!.push(p === 'sft' ? await runSft(work, file, outDir, run) : await runSftTwoNodes(work, file, outDir, run));
+            await check(name, path.join(outDir, 'payload.bin'), run);
+            await fs.rm(outDir, { recursive: true });
+          } else {
+            const out = path.join(work, `${name}-out.bin`);
+            results[name]!.push(p === 'wormhole' ? await runWormhole(work, file, out) : await runScp(work, ssh!, file, out));
+            await check(name, out, run);
+            await fs.rm(out);
+          }
+        }
+        const rates = Object.entries(results).map(([name, list]) => `${name} ${(size / 1e6 / list.at(-1)!.seconds).toFixed(0)} MB/s`);
+        process.stdout.write(`run ${run + 1}/${runs}: ${rates.join(', ')}\n`);
+      }
+      await fs.rm(file);
     }
 
-    const summary = Object.fromEntries(
-      Object.entries(results).map(([name, list]) => {
-        const names = Object.keys(list[0]!.processes);
-        const gib = size / GiB;
-        return [
-          name,
-          {
-            mbPerSecond: median(list.map((r) => size / 1e6 / r.seconds)),
-            cpuSecondsPerGiB: median(list.map((r) => Object.values(r.processes).reduce((n, p) => n + p.cpuSeconds, 0) / gib)),
-            // Every relay node together (one, or two joined through Redis); Redis is reported apart.
-            relayCpuSecondsPerGiB: median(list.map((r) => names.filter((p) => p.startsWith('relay')).reduce((n, p) => n + r.processes[p]!.cpuSeconds, 0) / gib)),
-            cpuSecondsPerGiBByProcess: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.cpuSeconds / gib))])),
-            peakRssMiB: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.maxRssBytes / 2 ** 20))])),
-            ...(list[0]!.redis
-              ? {
-                  redisCpuSecondsPerGiB: median(list.map((r) => r.redis!.cpuSeconds / gib)),
-                  redisUsedMemoryPeakMiB: median(list.map((r) => r.redis!.usedMemoryPeakBytes / 2 ** 20)),
-                }
-              : {}),
-            runs: list,
-          },
-        ];
-      }),
-    );
-    const sft = summary.sft!;
-    const tcp = summary['tcp-relay']!;
+    let idle: IdleFigures | undefined;
+    let transfers: TransfersFigures | undefined;
+    if (parts.has('load')) {
+      const clients = Number(process.env.SFT_BENCH_LOAD_CLIENTS ?? 1000);
+      const count = Number(process.env.SFT_BENCH_LOAD_TRANSFERS ?? 50);
+      const loadMB = Number(process.env.SFT_BENCH_LOAD_MB ?? 20);
+      process.stdout.write(`load: ${clients} idle clients on one relay…\n`);
+      idle = await runIdle(work, clients);
+      process.stdout.write(`load: ${idle.clients} joined in ${idle.connectSeconds.toFixed(1)} s; relay RSS ${idle.relayRssBeforeMiB.toFixed(0)} → ${idle.relayRssAfterMiB.toFixed(0)} MiB\n`);
+      process.stdout.write(`load: ${count} simultaneous transfers of ${loadMB} MiB between ${2 * count} clients…\n`);
+      transfers = await runTransfers(work, count, loadMB);
+    }
+
+    const summary = Object.fromEntries(Object.entries(results).map(([name, list]) => [name, summarise(list, size)]));
+    const sft = summary.sft;
+    const tcp = summary['tcp-relay'];
+    const goalList = goals(summary, size, idle, transfers);
     const report = {
       date: new Date().toISOString(),
       machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / GiB), node: process.version, platform: `${os.platform()} ${os.release()}` },
       fileBytes: size,
       runs,
-      ratioToTcpRelay: sft.mbPerSecond / tcp.mbPerSecond,
+      parts: [...parts],
+      ...(sft && tcp ? { ratioToTcpRelay: sft.mbPerSecond / tcp.mbPerSecond } : {}),
       results: summary,
+      skipped,
+      ...(idle || transfers ? { load: { idle, transfers } } : {}),
+      goals: goalList,
+      benchSeconds: 0,
     };
-    process.stdout.write(`\n${formatBytes(size)}, median of ${runs}, ${report.machine.cores} × ${report.machine.cpu}, Node ${process.version}\n\n`);
-    process.stdout.write('| path | MB/s | CPU s per GiB (all) | relay CPU s per GiB | peak RSS MiB (relay / sender / receiver) |\n|---|---|---|---|---|\n');
-    for (const [name, s] of Object.entries(summary)) {
-      const rss = s.peakRssMiB as Record<string, number>;
-      const relays = Object.keys(rss).filter((p) => p.startsWith('relay')).map((p) => rss[p]!.toFixed(0)).join(' + ');
-      process.stdout.write(`| ${name} | ${s.mbPerSecond.toFixed(0)} | ${s.cpuSecondsPerGiB.toFixed(1)} | ${s.relayCpuSecondsPerGiB.toFixed(1)} | ${relays} / ${rss.sender!.toFixed(0)} / ${rss.receiver!.toFixed(0)} |\n`);
+
+    if (Object.keys(summary).length > 0) {
+      process.stdout.write(`\n${formatBytes(size)}, median of ${runs}, ${report.machine.cores} × ${report.machine.cpu}, Node ${process.version}\n\n`);
+      process.stdout.write('| path | MB/s | CPU s per GiB (all) | relay CPU s per GiB | sender CPU s per GiB | receiver CPU s per GiB | peak RSS MiB (relay / sender / receiver) |\n|---|---|---|---|---|---|---|\n');
+      for (const [name, s] of Object.entries(summary)) {
+        const rss = s.peakRssMiB;
+        const relays = Object.keys(rss).filter((p) => p.startsWith('relay')).map((p) => fixed(rss[p], 0)).join(' + ');
+        const cpu = s.cpuSecondsPerGiBByProcess;
+        process.stdout.write(`| ${name} | ${fixed(s.mbPerSecond, 0)} | ${fixed(s.cpuSecondsPerGiB)} | ${fixed(s.relayCpuSecondsPerGiB)} | ${fixed(cpu.sender)} | ${fixed(cpu.receiver)} | ${relays} / ${fixed(rss.sender, 0)} / ${fixed(rss.receiver, 0)} |\n`);
+      }
+      const cluster = summary['sft-2-nodes'];
+      if (cluster) {
+        const byProcess = Object.entries(cluster.cpuSecondsPerGiBByProcess).map(([p, v]) => `${p} ${v.toFixed(1)}`);
+        process.stdout.write(`\nsft-2-nodes: CPU s per GiB by process: ${byProcess.join(', ')}, redis ${cluster.redisCpuSecondsPerGiB!.toFixed(1)} (not in the totals); Redis used_memory_peak ${cluster.redisUsedMemoryPeakMiB!.toFixed(1)} MiB\n`);
+      }
+      const wormhole = summary.wormhole;
+      if (wormhole) {
+        process.stdout.write(`wormhole: the mailbox server (in the totals) used ${fixed(wormhole.cpuSecondsPerGiBByProcess.mailbox, 2)} CPU s per GiB, peak RSS ${fixed(wormhole.peakRssMiB.mailbox, 0)} MiB\n`);
+      }
+      if (summary['scp-jump']) {
+        process.stdout.write('scp-jump: relay = the jump host sshd, receiver = the destination sshd with its SFTP server, sender = scp, ssh and ssh -W\n');
+      }
     }
-    const cluster = summary['sft-2-nodes'];
-    if (cluster) {
-      const byProcess = Object.entries(cluster.cpuSecondsPerGiBByProcess).map(([p, v]) => `${p} ${v.toFixed(1)}`);
-      process.stdout.write(`\nsft-2-nodes: CPU s per GiB by process: ${byProcess.join(', ')}, redis ${cluster.redisCpuSecondsPerGiB!.toFixed(1)} (not in the totals); Redis used_memory_peak ${cluster.redisUsedMemoryPeakMiB!.toFixed(1)} MiB\n`);
+    if (idle) {
+      process.stdout.write(`\nidle clients: ${idle.clients} joined in ${idle.connectSeconds.toFixed(1)} s (${idle.workers} load workers); relay RSS ${idle.relayRssBeforeMiB.toFixed(0)} MiB before, ${idle.relayRssAfterMiB.toFixed(0)} MiB after (peak ${idle.relayPeakRssMiB.toFixed(0)} MiB); the relay used ${idle.relayCpuSeconds.toFixed(1)} CPU s in all\n`);
     }
-    process.stdout.write(`\nsft reaches ${(report.ratioToTcpRelay * 100).toFixed(0)}% of the plain TCP relay.\n`);
+    if (transfers) {
+      const t = transfers;
+      process.stdout.write(
+        `simultaneous transfers: ${t.transfers} × ${t.fileMiB} MiB, ${t.verified} verified by SHA-256: ${t.aggregateMBps.toFixed(0)} MB/s aggregate in ${t.aggregateSeconds.toFixed(1)} s ` +
+          `(each took ${t.perTransferSeconds.min.toFixed(1)}–${t.perTransferSeconds.max.toFixed(1)} s, median ${t.perTransferSeconds.median.toFixed(1)}); one transfer alone with the same ${t.transfers * t.fileMiB} MiB: ${t.singleMBps.toFixed(0)} MB/s ` +
+          `(${t.singleSeconds.map((s) => s.toFixed(1)).join(' s before, ')} s after); relay ${t.relayCpuSecondsPerGiB.toFixed(1)} CPU s per GiB, peak RSS ${t.relayPeakRssMiB.toFixed(0)} MiB\n`,
+      );
+    }
+    process.stdout.write('\n| goal | measured | target | met |\n|---|---|---|---|\n');
+    for (const g of goalList) {
+      const value = g.value === undefined ? 'not measured' : g.target.includes('%') ? `${(g.value * 100).toFixed(0)}%` : g.target.includes('×') ? `${g.value.toFixed(2)}×` : g.value.toFixed(1);
+      process.stdout.write(`| ${g.goal} | ${value} | ${g.target} | ${g.met === undefined ? '–' : g.met ? 'yes' : 'no'}${g.note ? ` (${g.note})` : ''} |\n`);
+    }
+    report.benchSeconds = (performance.now() - started) / 1000;
     const outFile = path.resolve(process.env.SFT_BENCH_OUT ?? path.join(ROOT, '.artifacts', 'bench.json'));
     await fs.mkdir(path.dirname(outFile), { recursive: true });
     await fs.writeFile(outFile, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(`wrote ${outFile}\n`);
+    process.stdout.write(`\nwrote ${outFile} (the benchmark took ${(report.benchSeconds / 60).toFixed(1)} min)\n`);
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
