@@ -136,3 +136,55 @@ test('send a file from one VS Code window to another, as a person would', { time
     await fs.rm(base, { recursive: true, force: true });
   }
 });
+
+test('start and stop the relay from the command palette', { timeout: 180_000 }, async () => {
+  await fs.access(VSIX).catch(() => assert.fail(`${VSIX} is missing: run "npm run package" first (npm run test:vscode does).`));
+  const shots = path.join(SHOTS, 'palette');
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-ui-relay-'));
+  // Port 0: any free port, so parallel runs never collide.
+  const server = await startCodeServer({ name: 'relay', installVsix: VSIX, settings: { 'secureFileTransfer.relay.port': 0, 'secureFileTransfer.displayName': 'Carol' } });
+  let browser: Browser | undefined;
+  let page: Page | undefined;
+  const runCommand = async (title: string) => {
+    await page!.keyboard.press('F1');
+    const input = page!.locator('.quick-input-widget input').first();
+    await input.waitFor({ state: 'visible' });
+    await input.fill(`>${title}`);
+    const row = page!.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first();
+    await row.waitFor({ state: 'visible', timeout: 15_000 });
+    await screenshot(page!, shots, `palette-${title}`);
+    await row.click();
+  };
+  try {
+    await fs.mkdir(path.join(base, 'project'));
+    browser = await launchBrowser();
+    page = await openWindow(browser, server, path.join(base, 'project'));
+    await page.locator('.activitybar .action-item a[aria-label^="Secure Transfer"]').first().waitFor({ state: 'visible', timeout: 60_000 });
+
+    await runCommand('Secure Transfer: Start Relay');
+    const running = notificationToasts(page).filter({ hasText: 'Relay running at' }).first();
+    await running.waitFor({ state: 'visible', timeout: 30_000 });
+    const text = await running.innerText();
+    const [, url] = /Relay running at (http:\/\/[^\s]+?)\.(\s|$)/.exec(text) ?? [];
+    assert.ok(url, `the message names the relay's address: ${text}`);
+    assert.match(text, /this machine only/, 'it says a loopback relay serves only this machine');
+    await connectedWith(page, 0).waitFor({ state: 'visible', timeout: 30_000 });
+    await page.waitForTimeout(400);
+    await screenshot(page, shots, 'relay-running');
+    // A real relay answers on that address.
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { ok: boolean };
+    assert.equal(health.ok, true);
+
+    await runCommand('Secure Transfer: Stop Relay');
+    await page.locator('.statusbar-item', { hasText: 'Secure Transfer' }).first().waitFor({ state: 'visible', timeout: 15_000 });
+    await screenshot(page, shots, 'relay-stopped');
+    await assert.rejects(fetch(`${url}/healthz`), 'the port is closed');
+  } catch (error) {
+    if (page) await screenshot(page, shots, 'failed').catch(() => undefined);
+    throw error;
+  } finally {
+    await browser?.close().catch(() => undefined);
+    await server.stop();
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
