@@ -231,6 +231,27 @@ export function registerExtensionTests(): void {
       await assert.rejects(fs.stat(target), { code: 'ENOENT' });
     });
 
+    it('takes unanswered offers down when the connection closes, and connects again', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'late.txt'), 100);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo] }).catch((e: Error) => e);
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'late.txt'));
+      await vscode.commands.executeCommand('secureFileTransfer.disconnect');
+      assert.equal(api.session.state, 'disconnected');
+      assert.equal(api.transfers.get(entry.id)?.status, 'cancelled', 'an offer from a closed connection cannot be saved');
+      assert.match(api.transfers.get(entry.id)?.error?.message ?? '', /connection closed/);
+      // Back online, the sender offers it again (a resume, within the relay's grace): it is listed
+      // again, and this time it is declined.
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
+      assert.equal(api.session.state, 'connected');
+      await waitFor('Bob listed again', () => api.session.peers.some((p) => p.peerId === bob.info.peerId));
+      await waitFor('the offer again', () => api.transfers.get(entry.id)?.status === 'offer', 20_000);
+      await vscode.commands.executeCommand('secureFileTransfer.declineOffer', entry.id);
+      const outcome = await sent;
+      assert.ok(!(outcome instanceof Error), String(outcome));
+      assert.deepEqual(outcome.recipients, [{ peerId: meInfo.peerId, outcome: 'declined' }]);
+    });
+
     it('sends from and saves to a non-file: file system through workspace.fs, within the size cap', async function () {
       const memfs = new MemoryFileSystem();
       const registration = vscode.workspace.registerFileSystemProvider('sftmem', memfs);
