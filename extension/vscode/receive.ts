@@ -43,7 +43,7 @@ export class Receiver {
 
   /** Listens to a connection's inbox; the returned disposable stops listening. */
   attach(inbox: Inbox): vscode.Disposable {
-    const onOffer = (offer: IncomingOffer) => void this.onOffer(offer);
+    const onOffer = (offer: IncomingOffer) => void this.onOffer(offer).catch((error: unknown) => this.showFailure(error));
     const onRefused = (r: { from: string; error: SftError }) => {
       this.log.warn(`Refused an offer from ${shortPeerId(r.from)}: ${safeText(r.error.message)} (${r.error.code})`);
       void vscode.window.showWarningMessage(`Refused an offer from ${shortPeerId(r.from)}: ${safeText(r.error.message)} (${r.error.code})`);
@@ -146,8 +146,14 @@ export class Receiver {
   }
 
   decline(entry: TransferEntry): void {
-    if (entry.status !== 'offer' || !entry.offer) return;
-    entry.offer.decline();
+    // An entry replaced since (the sender offered the transfer again) is not this one to answer.
+    if (entry.status !== 'offer' || !entry.offer || this.transfers.get(entry.id) !== entry) return;
+    try {
+      entry.offer.decline();
+    } catch (error) {
+      // Answered meanwhile (from the Transfers view, or the offer went away): nothing left to decline.
+      this.log.info(`Decline of ${entry.id}: ${safeText(toSftError(error).message)}`);
+    }
     this.transfers.update(entry.id, { status: 'declined' });
   }
 
