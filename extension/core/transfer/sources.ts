@@ -82,9 +82,17 @@ export class PayloadReader {
 
   constructor(private readonly files: readonly SourceFile[]) {}
 
-  /** Reads exactly `length` bytes (fewer only if the payload ends). */
+  /** One buffer for every read: a chunk is sealed (copied) before the next is read. */
+  private scratch = Buffer.alloc(0);
+
+  /**
+   * Reads exactly `length` bytes (fewer only if the payload ends). The bytes live in a buffer this
+   * reader reuses: they are valid until the next call, which saves a chunk-sized allocation (and
+   * the garbage collection that follows it) per chunk.
+   */
   async read(length: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(length);
+    if (this.scratch.length < length) this.scratch = Buffer.allocUnsafe(length);
+    const out = this.scratch.subarray(0, length);
     let filled = 0;
     while (filled < length) {
       if (!this.handle || this.position === this.files[this.index]!.size) {
