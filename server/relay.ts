@@ -488,11 +488,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (hourly !== null && !previous && !(await covered(offer.cipherBytes))) {
           throw new SftError('QUOTA_EXCEEDED', `This relay allows ${hourly} bytes per client per hour; that budget is used up for now.`);
         }
-        if (cluster) {
-          // Redis was asked above: check once more what other offers may have changed meanwhile.
-          if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
-          checkTransferLimits(me.peerId);
-        }
+        // The budget was awaited above (Redis in a cluster, a resolved value on one node, which still
+        // yields): check once more what offers handled meanwhile may have changed.
+        if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        checkTransferLimits(me.peerId);
         transfers.set(offer.transferId, {
           id: offer.transferId,
           from: me.peerId,

@@ -125,7 +125,7 @@ test('damaged journals are dropped; discarding a receiving journal removes only 
   await journal.discard(records[0]!);
   assert.deepEqual(await fs.readdir(out), ['keep.txt'], 'the partial file and the folder it created are gone, nothing else');
   assert.deepEqual(await fs.readdir(folder), []);
-  assert.throws(() => journal.save({ ...record, transferId: '../../etc/passwd' }), 'ids never escape the folder');
+  assert.throws(() => journal.save({ ...record, transferId: '../../etc/passwd' }), { name: 'ZodError' }, 'ids never escape the folder');
 });
 
 test('a journal still held by a live process is recognised as such', async () => {
