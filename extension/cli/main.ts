@@ -13,7 +13,7 @@ import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity'
 import { FileSecretStore, loadOrCreateIdentity } from '../core/keystore';
 import { loadTrustFile, saveTrustFile, type TrustBook } from '../core/trust';
 import { escapeForDisplay } from '../core/names';
-import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { formatBytes, timeAndRate } from '../core/format';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
 import { resumeSend, sendFiles, type SendResult } from '../core/transfer/sender';
 import { Inbox, type ConflictPolicy, type IncomingOffer, type ReceiveResult } from '../core/transfer/receiver';
@@ -348,7 +348,7 @@ async function reportReceived(receiving: Promise<ReceiveResult>, progress: Retur
     const result = await receiving;
     progress.end();
     for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
-    process.stderr.write(`Received ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}); every chunk verified.\n`);
+    process.stderr.write(`Received ${formatBytes(result.plainBytes)} ${timeAndRate(result.plainBytes, result.durationMs)}; every chunk verified.\n`);
     return EXIT_CODES.ok;
   } catch (error) {
     progress.end();
@@ -365,7 +365,7 @@ function reportSent(result: SendResult, to: readonly PeerInfo[], json: boolean |
   for (const r of result.recipients) {
     const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
     if (r.outcome === 'done') {
-      if (!json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} in ${formatDuration(result.durationMs / 1000)} (${formatRate(result.plainBytes / (result.durationMs / 1000))}).\n`);
+      if (!json) process.stdout.write(`Delivered to ${name}: ${result.files} file(s), ${formatBytes(result.plainBytes)} ${timeAndRate(result.plainBytes, result.durationMs)}.\n`);
     } else if (r.outcome === 'declined') {
       process.stderr.write(`${name} declined.\n`);
       exit = Math.max(exit, EXIT_CODES.declined);

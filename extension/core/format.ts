@@ -26,6 +26,12 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
+/** "in 4s (134 MB/s)", for the line that ends a transfer. */
+export function timeAndRate(bytes: number, durationMs: number): string {
+  const seconds = Math.max(durationMs / 1000, 0.001);
+  return `in ${formatDuration(seconds)} (${formatRate(bytes / seconds)})`;
+}
+
 export interface Progress {
   readonly transferId: string;
   readonly bytes: number;

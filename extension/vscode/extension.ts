@@ -167,7 +167,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
    * partial files are removed) rather than leave them waiting for a connection that will not return.
    */
   const confirmIfBusy = async (what: string): Promise<boolean> => {
-    const running = transfers.list().filter((t) => t.status === 'active' || t.status === 'waiting');
+    const running = transfers.running();
     if (running.length === 0) return true;
     const answer = await vscode.window.showWarningMessage(
       `${what} cancels ${running.length} running transfer${running.length === 1 ? '' : 's'}.`,
@@ -188,11 +188,10 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const running = await relayHost.start();
     await session.setToken(running.localUrl, running.token);
     await connectTo(running.localUrl);
-    const local = settings.relayHost() === '127.0.0.1' || settings.relayHost() === 'localhost';
     // Not awaited: the command is done when the relay runs, whether or not the message is answered.
     void vscode.window
       .showInformationMessage(
-        `Relay running at ${running.inviteUrls[0]}.${local ? ' It accepts connections from this machine only; set secureFileTransfer.relay.host to 0.0.0.0 to let teammates on your network in.' : ' Give teammates the invite so they can connect.'}`,
+        `Relay running at ${running.inviteUrls[0]}.${running.localOnly ? ' It accepts connections from this machine only; set secureFileTransfer.relay.host to 0.0.0.0 to let teammates on your network in.' : ' Give teammates the invite so they can connect.'}`,
         'Copy Invite',
       )
       .then((choice) => (choice === 'Copy Invite' ? vscode.commands.executeCommand('secureFileTransfer.copyInvite') : undefined));
@@ -348,7 +347,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!settings.affects(event, 'relayUrl') && !settings.affects(event, 'displayName')) return;
       const url = await moveInviteTokenOutOfSettings();
-      const busy = transfers.list().some((t) => t.status === 'active' || t.status === 'waiting');
+      const busy = transfers.running().length > 0;
       if (settings.affects(event, 'relayUrl')) {
         // The Connect command writes the setting for a connection it already started.
         if (!url || url === session.relayUrl || !settings.autoConnect() || busy) return;

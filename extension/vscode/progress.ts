@@ -23,3 +23,4 @@ export function reportConnection(onDidChangeState: vscode.Event<ConnectionState>
     else if (state === 'connected') notification.report({ message: 'reconnected; resuming where it stopped…' });
   });
 }
+

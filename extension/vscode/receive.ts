@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
-import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { formatBytes, timeAndRate } from '../core/format';
 import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { ExpiredTransfer, Inbox, IncomingOffer, ReceiveResult, ConflictPolicy, ResumedTransfer } from '../core/transfer/receiver';
@@ -93,14 +93,15 @@ export class Receiver {
         (progress, token) => {
           token.onCancellationRequested(() => resumed.cancel());
           resumed.onProgress = progressReporter(progress, (p) => this.transfers.progress(entry.id, p));
-          return resumed.result;
+          const connection = reportConnection(this.onDidChangeState, progress);
+          return resumed.result.finally(() => connection.dispose());
         },
       );
       this.transfers.update(entry.id, { status: 'done', savedTo: result.files.map((f) => f.savedAs) });
       void this.announce(entry, result);
     } catch (error) {
       const e = toSftError(error);
-      this.transfers.update(entry.id, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      this.transfers.fail(entry.id, e);
       if (e.code !== 'CANCELLED') this.showFailure(e);
     }
   }
@@ -211,7 +212,7 @@ export class Receiver {
       return result;
     } catch (error) {
       const e = toSftError(error);
-      this.transfers.update(entry.id, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      this.transfers.fail(entry.id, e);
       if (e.code === 'CANCELLED') return undefined;
       throw e;
     } finally {
@@ -239,11 +240,10 @@ export class Receiver {
   }
 
   private async announce(entry: TransferEntry, result: ReceiveResult): Promise<void> {
-    const seconds = result.durationMs / 1000;
     const first = result.files[0]?.savedAs;
     const what = result.files.length === 1 && first ? safeText(path.basename(first)) : `${result.files.length} files`;
     const choice = await vscode.window.showInformationMessage(
-      `Saved ${what} (${formatBytes(result.plainBytes)}) from ${entry.peerLabel} in ${formatDuration(seconds)} (${formatRate(result.plainBytes / Math.max(seconds, 0.001))}); every chunk verified.`,
+      `Saved ${what} (${formatBytes(result.plainBytes)}) from ${entry.peerLabel} ${timeAndRate(result.plainBytes, result.durationMs)}; every chunk verified.`,
       ...(result.files.length === 1 ? ['Open'] : []),
       REVEAL,
     );

@@ -21,6 +21,8 @@ const RELAY_TOKEN_KEY = 'sft.embeddedRelay.token.v1';
 const INVITE_TOKEN = 'token=';
 
 export interface RunningRelay {
+  /** Listening on a loopback address only: teammates on other machines cannot connect. */
+  readonly localOnly: boolean;
   /** What this window connects to. */
   readonly localUrl: string;
   /** What teammates connect to: one URL per reachable address. */
@@ -45,13 +47,13 @@ export class RelayHost implements vscode.Disposable {
 
   /** Starts the relay, or returns the one running or starting (two quick clicks start one relay). */
   start(): Promise<RunningRelay> {
+    if (this.info) return Promise.resolve(this.info);
     this.starting ??= this.startOnce().finally(() => (this.starting = undefined));
-    return this.info ? Promise.resolve(this.info) : this.starting;
+    return this.starting;
   }
   private starting: Promise<RunningRelay> | undefined;
 
   private async startOnce(): Promise<RunningRelay> {
-    if (this.info) return this.info;
     const host = settings.relayHost();
     const port = settings.relayPort() || (await freePort(host));
     const token = await this.token();
@@ -82,7 +84,7 @@ export class RelayHost implements vscode.Disposable {
       throw error;
     }
     this.relay = relay;
-    this.info = { localUrl, inviteUrls, token };
+    this.info = { localUrl, inviteUrls, token, localOnly: isLoopback(host) };
     this.log.info(`Relay started on ${host}:${port}; audit log in ${auditDir}.`);
     this.changeEmitter.fire(this.info);
     return this.info;
@@ -111,11 +113,6 @@ export class RelayHost implements vscode.Disposable {
     const token = crypto.randomBytes(24).toString('base64url');
     await this.context.secrets.store(RELAY_TOKEN_KEY, token);
     return token;
-  }
-
-  /** Forgets the embedded relay's token: invites given out so far stop working. */
-  async rotateToken(): Promise<void> {
-    await this.context.secrets.delete(RELAY_TOKEN_KEY);
   }
 
   private logStream(): Writable {

@@ -6,11 +6,11 @@
 import path from 'node:path';
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
-import { formatBytes, formatDuration, formatRate } from '../core/format';
+import { formatBytes, timeAndRate } from '../core/format';
 import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
-import { resumeSend, sendFiles, type SendResult } from '../core/transfer/sender';
+import { resumeSend, sendFiles, type RecipientOutcome, type SendResult } from '../core/transfer/sender';
 import { TransferJournal } from '../core/transfer/journal';
 import { toLocalPaths } from './files';
 import { progressReporter, reportConnection } from './progress';
@@ -175,7 +175,7 @@ export class Sender {
       return result;
     } catch (error) {
       const e = toSftError(error);
-      if (transferId) this.transfers.update(transferId, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+      if (transferId) this.transfers.fail(transferId, e);
       if (e.code === 'CANCELLED') return undefined;
       this.log.error(`Sending to ${peerLabel} failed: ${safeText(e.message)} (${e.code})`);
       void this.offerRetry(`Could not send: ${safeText(e.message)} (${e.code})`, uris, peers);
@@ -189,23 +189,21 @@ export class Sender {
     const nameOf = (peerId: string) => safeText(peers.find((p) => p.peerId === peerId)?.name ?? peerId);
     const what = names.length === 1 ? names[0]! : `${result.files} files`;
     const delivered = result.recipients.filter((r) => r.outcome === 'done');
-    const failed = result.recipients.filter((r) => r.outcome === 'failed');
+    const failed = result.recipients.filter((r): r is Extract<RecipientOutcome, { outcome: 'failed' }> => r.outcome === 'failed');
     const declined = result.recipients.filter((r) => r.outcome === 'declined');
     const status = delivered.length > 0 ? 'done' : declined.length === result.recipients.length ? 'declined' : 'failed';
-    const firstFailure = failed[0]?.outcome === 'failed' ? failed[0] : undefined;
+    const firstFailure = failed[0];
     this.transfers.update(result.transferId, { status, ...(firstFailure && status === 'failed' ? { error: { code: firstFailure.code, message: firstFailure.message } } : {}) });
-    const seconds = result.durationMs / 1000;
     if (delivered.length > 0) {
       void vscode.window.showInformationMessage(
-        `Delivered ${what} (${formatBytes(result.plainBytes)}) to ${delivered.map((r) => nameOf(r.peerId)).join(', ')} in ${formatDuration(seconds)} (${formatRate(result.plainBytes / Math.max(seconds, 0.001))}).`,
+        `Delivered ${what} (${formatBytes(result.plainBytes)}) to ${delivered.map((r) => nameOf(r.peerId)).join(', ')} ${timeAndRate(result.plainBytes, result.durationMs)}.`,
       );
     }
     for (const r of declined) void vscode.window.showInformationMessage(`${nameOf(r.peerId)} declined ${what}.`);
     for (const r of failed) {
-      if (r.outcome !== 'failed') continue;
       this.log.warn(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`);
       const peer = peers.find((p) => p.peerId === r.peerId);
-      void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`, result.transferId ? (this.transfers.get(result.transferId)?.sources ?? []) : [], peer ? [peer] : []);
+      void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`, this.transfers.get(result.transferId)?.sources ?? [], peer ? [peer] : []);
     }
   }
 
@@ -263,7 +261,7 @@ export class Sender {
           (result) => this.report(result, [peer], names),
           (error: unknown) => {
             const e = toSftError(error);
-            this.transfers.update(record.transferId, { status: e.code === 'CANCELLED' ? 'cancelled' : 'failed', error: e.toJSON() });
+            this.transfers.fail(record.transferId, e);
             if (e.code !== 'CANCELLED') void vscode.window.showErrorMessage(`Could not resume ${describeNames(names)} to ${peerLabel}: ${safeText(e.message)} (${e.code})`);
           },
         );

@@ -74,14 +74,6 @@ export class Session implements vscode.Disposable {
     return [...(this.client?.peers.values() ?? [])].sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId));
   }
 
-  get inbox(): Inbox | undefined {
-    return this.inboxValue;
-  }
-
-  get trust(): TrustBook {
-    return this.trustBook;
-  }
-
   verdict(peer: PeerInfo): TrustVerdict {
     return this.trustBook.verdict(peer.peerId, peer.name);
   }

@@ -3,9 +3,8 @@
  * most recent finished ones) and the Transfers view that lists them. Names shown here came from a
  * peer and are escaped before they reach the UI.
  */
-import path from 'node:path';
 import * as vscode from 'vscode';
-import type { ErrorCode } from '../core/errors';
+import type { ErrorCode, SftError } from '../core/errors';
 import { formatBytes, formatRate, formatDuration, type Progress } from '../core/format';
 import { safeText } from './text';
 import type { PeerInfo } from '../core/protocol';
@@ -55,6 +54,16 @@ export class Transfers implements vscode.Disposable {
 
   get(id: string): TransferEntry | undefined {
     return this.entries.get(id);
+  }
+
+  /** Transfers under way (waiting for an answer or moving bytes). */
+  running(): TransferEntry[] {
+    return [...this.entries.values()].filter((e) => e.status === 'active' || e.status === 'waiting');
+  }
+
+  /** Records how a transfer ended on an error: cancelled, or failed with its code. */
+  fail(id: string, error: SftError): void {
+    this.update(id, { status: error.code === 'CANCELLED' ? 'cancelled' : 'failed', error: error.toJSON() });
   }
 
   get hasFinished(): boolean {
@@ -214,10 +223,4 @@ function contextOf(entry: TransferEntry): string {
   if (entry.direction === 'send' && entry.status !== 'done' && entry.sources?.length) actions.push('retry');
   if (entry.direction === 'receive' && entry.status === 'done' && entry.savedTo?.length) actions.push(...(entry.savedTo.length === 1 ? ['open'] : []), 'reveal');
   return actions.join(' ');
-}
-
-/** The folder that holds everything saved by a transfer, for Reveal. */
-export function savedLocation(entry: TransferEntry): string | undefined {
-  const first = entry.savedTo?.[0];
-  return first ? path.resolve(first) : undefined;
 }
