@@ -229,6 +229,8 @@ export function registerExtensionTests(): void {
       const target = path.join(ctx.scratch, 'never', 'oops.txt');
       await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
       await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+      // Refused by the shell before anything started: the entry still says withdrawn, not failed.
+      assert.equal(api.transfers.get(entry.id)?.status, 'cancelled');
     });
 
     it('takes unanswered offers down when the connection closes, and connects again', async function () {
