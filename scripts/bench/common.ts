@@ -13,6 +13,10 @@ export const MiB = 1024 ** 2;
 
 export interface ProcessFigures {
   cpuSeconds: number;
+  userSeconds?: number;
+  systemSeconds?: number;
+  /** CPU time after `markTransferStart` (relays only): what forwarding cost, without start-up. */
+  cpuSecondsSinceMark?: number;
   maxRssBytes: number;
 }
 
@@ -26,7 +30,9 @@ export interface Started {
 /** A Node program with the probe preloaded: its CPU and peak RSS are written when it exits. */
 export function startNode(work: string, label: string, script: string, args: string[], ipc = false): Started {
   const probe = path.join(work, `${label}-${crypto.randomBytes(4).toString('hex')}.json`);
-  const child = spawn(process.execPath, ['--require', PROBE, script, ...args], {
+  // SFT_BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") passes flags to every measured process.
+  const flags = (process.env.SFT_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...flags, '--require', PROBE, script, ...args], {
     env: { ...process.env, SFT_BENCH_PROBE: probe },
     stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
@@ -47,12 +53,25 @@ export async function waitForLine(s: Started, pattern: RegExp): Promise<RegExpMa
   throw new Error(`timed out waiting for ${pattern}:\n${s.lines.join('\n')}`);
 }
 
+/**
+ * Tells a long-lived process (a relay) that the measured transfer starts now; its probe then also
+ * reports the CPU time spent from here on. Waits a moment so the signal lands before the transfer.
+ */
+export async function markTransferStart(...started: Started[]): Promise<void> {
+  for (const s of started) s.child.kill('SIGUSR2');
+  await new Promise((r) => setTimeout(r, 50));
+}
+
 export async function finish(named: Record<string, Started>): Promise<Record<string, ProcessFigures>> {
   const out: Record<string, ProcessFigures> = {};
   for (const [name, s] of Object.entries(named)) {
     const code = await s.exited;
     if (code !== 0) throw new Error(`${name} exited with ${code}:\n${s.lines.slice(-10).join('\n')}`);
     out[name] = JSON.parse(await fs.readFile(s.probe, 'utf8')) as ProcessFigures;
+    if (process.env.SFT_BENCH_VERBOSE) {
+      const f = out[name];
+      process.stdout.write(`  ${name}: user ${f.userSeconds?.toFixed(2)} s, system ${f.systemSeconds?.toFixed(2)} s, peak RSS ${(f.maxRssBytes / MiB).toFixed(0)} MiB\n`);
+    }
   }
   return out;
 }

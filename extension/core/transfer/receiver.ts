@@ -446,6 +446,23 @@ async function receive(
     });
     checkpointed = { chunks: verified, at: Date.now() };
   };
+  /**
+   * Checkpoints run one at a time, each after the last. The regular ones run in the background,
+   * so the data path never waits on an fsync (it only claims chunks written before it began).
+   * Every ending waits for the one under way, so no journal is written after it was removed.
+   */
+  let checkpoints = Promise.resolve();
+  let checkpointing = false;
+  const queueCheckpoint = (verified: number, onError: (error: SftError) => void) => {
+    checkpointing = true;
+    checkpoints = checkpoints
+      .then(() => checkpoint(verified))
+      .catch((error: unknown) => onError(toSftError(error)))
+      .finally(() => {
+        checkpointing = false;
+      });
+    return checkpoints;
+  };
   const forget = () => (journaled ? journaled.journal.remove('receive', transferId).catch(() => undefined) : Promise.resolve());
   try {
     if (journaled?.restored) await output.restore(journaled.restored, Math.min(resumeFrom * layout.chunkSize, header.plainBytes));
@@ -473,7 +490,7 @@ async function receive(
       cleanup();
       if (tellRelay) client.cancel(transferId, error.code, error.message);
       // Cleaned up after any write already under way, so nothing is created after the clean-up.
-      const cleanUp = () => output.abort();
+      const cleanUp = () => checkpoints.then(() => output.abort());
       queue = queue.then(cleanUp, cleanUp).then(forget).finally(() => reject(error));
     };
     const armStall = (ms = stallMs) => {
@@ -499,7 +516,8 @@ async function receive(
       expected += 1;
       client.ack(transferId, index);
       meter.update(Math.min(expected * layout.chunkSize, header.plainBytes));
-      if (expected < layout.chunkCount && (expected - checkpointed.chunks >= CHECKPOINT_CHUNKS || Date.now() - checkpointed.at >= CHECKPOINT_MS)) await checkpoint(expected);
+      const due = expected - checkpointed.chunks >= CHECKPOINT_CHUNKS || Date.now() - checkpointed.at >= CHECKPOINT_MS;
+      if (expected < layout.chunkCount && due && !checkpointing) void queueCheckpoint(expected, (e) => fail(e, true));
       if (expected === layout.chunkCount) {
         // Every chunk verified: from here the outcome is decided here, and a late cancel or
         // timeout cannot interrupt the renames halfway.
@@ -507,6 +525,7 @@ async function receive(
         cleanup();
         let files: ReceivedFile[];
         try {
+          await checkpoints;
           files = await output.commit();
         } catch (error) {
           const e = toSftError(error);
@@ -533,7 +552,7 @@ async function receive(
       if (resumable.suspended.has(transferId)) return;
       clearTimeout(stallTimer);
       // Should this process die while it waits, a new one continues from here.
-      queue = queue.then(() => (finished ? undefined : checkpoint(expected))).catch(() => undefined);
+      queue = queue.then(() => (finished ? undefined : queueCheckpoint(expected, () => undefined)));
       const graceMs = (client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000; // The relay's grace, and a little for the journey.
       graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
       resumable.suspended.set(transferId, {
