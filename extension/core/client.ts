@@ -180,20 +180,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
 
   /** Resolves when the client is joined again (now, or after a reconnection), false after `timeoutMs`. */
   whenConnected(timeoutMs: number): Promise<boolean> {
-    if (this.stateValue === 'connected') return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const onState = (state: ConnectionState) => {
-        if (state !== 'connected' && (state !== 'disconnected' || this.socket.active)) return;
-        clearTimeout(timer);
-        this.off('state', onState);
-        resolve(state === 'connected');
-      };
-      const timer = setTimeout(() => {
-        this.off('state', onState);
-        resolve(false);
-      }, timeoutMs);
-      this.on('state', onState);
-    });
+    // A disconnection ends the wait only when Socket.IO has given up reconnecting.
+    return this.waitUntil(() => (this.stateValue === 'connected' ? true : this.stateValue === 'disconnected' && !this.socket.active ? false : undefined), timeoutMs);
   }
 
   /**
@@ -201,23 +189,29 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
    * `timeoutMs` or when this client disconnects meanwhile.
    */
   whenPeerOnline(peerId: string, timeoutMs: number): Promise<boolean> {
-    if (this.stateValue === 'connected' && this.peerMap.has(peerId)) return Promise.resolve(true);
+    return this.waitUntil(() => (this.stateValue !== 'connected' ? false : this.peerMap.has(peerId) ? true : undefined), timeoutMs);
+  }
+
+  /**
+   * Resolves true as soon as `check()` does (now or after a state or presence change), false when
+   * a change makes it return false or after `timeoutMs`. `undefined` means "keep waiting".
+   */
+  private waitUntil(check: () => boolean | undefined, timeoutMs: number): Promise<boolean> {
+    if (check() === true) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const finish = (online: boolean) => {
+      const finish = (result: boolean) => {
         clearTimeout(timer);
-        this.off('peers', onPeers);
-        this.off('state', onState);
-        resolve(online);
+        this.off('peers', onChange);
+        this.off('state', onChange);
+        resolve(result);
       };
-      const onPeers = () => {
-        if (this.peerMap.has(peerId)) finish(true);
-      };
-      const onState = (state: ConnectionState) => {
-        if (state !== 'connected') finish(false);
+      const onChange = () => {
+        const result = check();
+        if (result !== undefined) finish(result);
       };
       const timer = setTimeout(() => finish(false), Math.max(0, timeoutMs));
-      this.on('peers', onPeers);
-      this.on('state', onState);
+      this.on('peers', onChange);
+      this.on('state', onChange);
     });
   }
 
