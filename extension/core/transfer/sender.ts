@@ -313,6 +313,8 @@ async function run(
    */
   const offerAgain = async () => {
     for (;;) {
+      // The user's cancel (or another end of the whole transfer) stops the waiting too.
+      if (fatal) throw fatal;
       interrupted = false;
       const legsWaiting = waiting();
       if (legsWaiting.length === 0) return;
@@ -326,6 +328,7 @@ async function run(
       // A recipient whose process died comes back as a new connection: wait for its presence
       // rather than burn offers (and resume attempts) while it is away.
       const online = await Promise.all(legsWaiting.map(([id]) => client.whenPeerOnline(id, Math.max(0, soonest - Date.now()))));
+      if (fatal) throw fatal;
       if (client.state !== 'connected') continue;
       const targets = legsWaiting.filter((_, i) => online[i]);
       for (const [, leg] of legsWaiting.filter((_, i) => !online[i])) {
