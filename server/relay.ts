@@ -124,7 +124,12 @@ type LegMessage =
 /** The transfer's node answers for it; every other node answers null. */
 type LegReply = { ok: true; from: string } | { ok: false; error: ErrorMessage } | null;
 type RemoteLeg = { peerId: string; socketId: string; from: string; acked: number; live: boolean };
-type EndedEntry = { from: string; at: number; resumable: boolean; done: Array<{ to: string; receipt: string }>; chunkCount: number };
+/**
+ * A transfer that ended recently. `resumable`: the legs cut off by a dropped connection (their
+ * recipient's, the sender's, or a relay node's), each with when; only they may be offered again.
+ * `done`: the legs delivered, with their receipts (also those of earlier attempts).
+ */
+type EndedEntry = { from: string; at: number; resumable: Array<{ to: string; at: number }>; done: Array<{ to: string; receipt: string }>; chunkCount: number };
 
 /**
  * Messages between the nodes of a cluster (Socket.IO server-side events, through Redis). The
@@ -164,6 +169,10 @@ interface TransferState {
   streaming: boolean;
   /** Offered again after a drop: only then may recipients answer with a resume point. */
   readonly resumed: boolean;
+  /** Legs cut off by a dropped connection, with when: resumable once the transfer has ended. */
+  readonly interrupted: Map<string, number>;
+  /** Legs delivered by an earlier attempt of this transfer (not offered again), with their receipts. */
+  readonly earlierDone: ReadonlyArray<{ to: string; receipt: string }>;
   nextIndex: number;
   cipherBytes: number;
 }
@@ -230,8 +239,6 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const ended = new Map<string, EndedEntry>();
   const resumeGraceMs = options.resumeGraceMs ?? 60_000;
   if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
-  /** Transfers being ended by a dropped connection: these may be resumed. */
-  const interrupted = new Set<string>();
   /** The link to the other nodes, from start() on, when `redis` is set; a single relay has none. */
   let cluster: ClusterLink | undefined;
   /**
@@ -447,24 +454,39 @@ export function createRelay(options: RelayOptions = {}): Relay {
         }
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
         // In a cluster the id may be live, or have ended, on another node (a sender that moved).
+        const stanzaRecipients = offer.stanzas.map((s) => s.to);
+        if (new Set(stanzaRecipients).size !== stanzaRecipients.length || stanzaRecipients.includes(me.peerId)) {
+          throw new SftError('BAD_MESSAGE', 'Recipients must be distinct peers other than the sender.');
+        }
+        // A resume may name the legs it continues (the others finished, or failed for good).
+        if (offer.resumeTo && (!offer.resume || new Set(offer.resumeTo).size !== offer.resumeTo.length || offer.resumeTo.some((id) => !stanzaRecipients.includes(id)))) {
+          throw new SftError('BAD_MESSAGE', 'resumeTo must name distinct recipients of the offer, on a resume.');
+        }
+        const named = offer.resumeTo ?? stanzaRecipients;
         const previous = ended.get(offer.transferId) ?? (cluster ? await lookUp(offer.transferId) : undefined);
-        if (previous && offer.resume && previous.from === me.peerId && previous.done.length === offer.stanzas.length) {
-          // Delivered, but the sender's connection dropped before it heard so: tell it now.
-          reply({ ok: true });
-          for (const { to, receipt } of previous.done) {
-            socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous.chunkCount, from: to });
-            socket.emit('done', { transferId: offer.transferId, receipt, from: to });
+        if (previous && (!offer.resume || previous.from !== me.peerId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        // Legs delivered already are never offered again: the sender may just have missed the news.
+        const delivered = previous ? previous.done.filter((d) => named.includes(d.to)) : [];
+        const to = named.filter((id) => !delivered.some((d) => d.to === id));
+        for (const id of previous ? to : []) {
+          // Only a leg cut off by a dropped connection may be offered again, within the grace period.
+          const leg = previous!.resumable.find((r) => r.to === id);
+          if (!leg) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use, and a recipient it names was not interrupted: it cannot be resumed.');
+          if (Date.now() - leg.at > resumeGraceMs) {
+            throw new SftError('EXPIRED', `The transfer was interrupted more than ${Math.round(resumeGraceMs / 1000)} s ago and can no longer be resumed.`);
           }
-          return;
         }
-        if (previous && (!offer.resume || previous.from !== me.peerId || !previous.resumable)) {
-          throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
+        const replayDelivered = () => {
+          for (const { to: id, receipt } of delivered) {
+            socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous!.chunkCount, from: id });
+            socket.emit('done', { transferId: offer.transferId, receipt, from: id });
+          }
+        };
+        if (to.length === 0) {
+          // Delivered to every leg named, but the sender's connection dropped before it heard so: tell it now.
+          reply({ ok: true });
+          return replayDelivered();
         }
-        if (previous && Date.now() - previous.at > resumeGraceMs) {
-          throw new SftError('EXPIRED', `The transfer was interrupted more than ${Math.round(resumeGraceMs / 1000)} s ago and can no longer be resumed.`);
-        }
-        const to = offer.stanzas.map((s) => s.to);
-        if (new Set(to).size !== to.length || to.includes(me.peerId)) throw new SftError('BAD_MESSAGE', 'Recipients must be distinct peers other than the sender.');
         if (offer.chunkSize > maxChunkSize) throw new SftError('MESSAGE_TOO_LARGE', `Chunks may be at most ${maxChunkSize} bytes on this relay.`);
         const layout = layoutFromCipher(offer.cipherBytes, offer.chunkSize, offer.chunkCount);
         if (!layout) throw new SftError('SIZE_MISMATCH', 'The declared sizes are inconsistent.');
@@ -500,6 +522,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
           startedAt: Date.now(),
           streaming: false,
           resumed: offer.resume !== undefined,
+          interrupted: new Map(),
+          earlierDone: previous?.done ?? [],
           nextIndex: 0,
           cipherBytes: 0,
         });
@@ -507,6 +531,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         metrics.offer();
         for (const target of toPeers(to)) target.emit('offer', offer);
         reply({ ok: true });
+        replayDelivered();
       }),
     );
 
@@ -563,8 +588,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
         if (receiving.length === 0) return;
         transfer.nextIndex += 1;
         transfer.cipherBytes += data.length;
-        for (const target of toPeers(receiving.map(([id]) => id))) target.emit('chunk', transfer.id, index as number, data);
-        metrics.relayed(data.length * receiving.length);
+        // On a resume, each leg gets the stream from its own resume point on: a recipient ahead of
+        // the slowest one gets no chunk it already holds. (A leg's `acked` never passes the chunk
+        // being sent, except a resume point not yet reached, so this is exactly index >= its start.)
+        const targets = receiving.filter(([, r]) => r.acked <= index).map(([id]) => id);
+        if (targets.length > 0) for (const target of toPeers(targets)) target.emit('chunk', transfer.id, index as number, data);
+        metrics.relayed(data.length * targets.length);
       }),
     );
 
@@ -704,17 +733,24 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
   /**
    * A peer's connection is gone (or, with `socketId` unset, every connection it had before the
-   * one now joining): its transfers held here end as after a disconnect, resumable when they have
-   * one recipient, and the legs it received here from other nodes' transfers are forgotten. A
+   * one now joining): its legs of transfers held here end as after a disconnect (every live leg,
+   * when it is the sender), resumable, and the legs it received here from other nodes' transfers
+   * are forgotten. A
    * recipient connected here whose sender it was is told, because the sender's node may be the
    * one that died (if it is alive it says the same; the second notice changes nothing).
    */
   function peerGone(peerId: string, socketId?: string): void {
     for (const transfer of [...transfers.values()]) {
       if (transfer.from === peerId || transfer.recipients.has(peerId)) {
-        if (transfer.recipients.size === 1) interrupted.add(transfer.id);
+        // The legs cut off (all of them when the sender is gone) may be offered again once the
+        // transfer has ended, if their recipient had accepted (on a resume, it had, before); the
+        // others carry on.
+        const now = Date.now();
+        for (const [id, r] of transfer.recipients) {
+          const cut = transfer.from === peerId || id === peerId;
+          if (cut && (r.state === 'accepted' || (r.state === 'offered' && transfer.resumed))) transfer.interrupted.set(id, now);
+        }
         abort(transfer, peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
-        interrupted.delete(transfer.id);
       }
     }
     for (const [transferId, leg] of remoteLegs) {
@@ -788,8 +824,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
     transfers.delete(transfer.id);
     ended.delete(transfer.id); // Re-inserted last, so the map stays in order of ending.
     const done = [...transfer.recipients].flatMap(([to, r]) => (r.state === 'done' && r.receipt ? [{ to, receipt: r.receipt }] : []));
-    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable: interrupted.has(transfer.id), done, chunkCount: transfer.layout.chunkCount });
-    interrupted.delete(transfer.id);
+    const resumable = [...transfer.interrupted].map(([to, at]) => ({ to, at }));
+    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable, done: [...transfer.earlierDone, ...done], chunkCount: transfer.layout.chunkCount });
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }
 

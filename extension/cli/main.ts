@@ -171,13 +171,13 @@ function program(): Command {
         journal,
         signal: controller.signal,
         onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p),
-        onResumed: (fromChunk: number, chunkCount: number) =>
-          process.stderr.write(`Resuming transfer ${transferId ?? ''} from chunk ${fromChunk} of ${chunkCount}: the recipient already holds the chunks before it.\n`),
+        onResumed: (fromChunk: number, chunkCount: number, peerId: string) =>
+          process.stderr.write(`Resuming transfer ${transferId ?? ''}${to.length > 1 ? ` to ${namesOf(to.filter((p) => p.peerId === peerId))}` : ''} from chunk ${fromChunk} of ${chunkCount}: the recipient already holds the chunks before it.\n`),
       };
       let result: SendResult;
       if (journaled) {
         process.stderr.write(
-          `Resuming transfer ${journaled.transferId} to ${escapeForDisplay(journaled.recipients[0]!.name)} (${journaled.files.length} file(s), ${formatBytes(journaled.files.reduce((n, f) => n + f.size, 0))}), interrupted when an earlier sft send stopped; waiting for the recipient…\n`,
+          `Resuming transfer ${journaled.transferId} to ${namesOf(journaled.recipients)} (${journaled.files.length} file(s), ${formatBytes(journaled.files.reduce((n, f) => n + f.size, 0))}), interrupted when an earlier sft send stopped; waiting for the ${journaled.recipients.length > 1 ? 'recipients' : 'recipient'}…\n`,
         );
         result = await resumeSend(client, { ...common, record: journaled });
       } else {
@@ -206,10 +206,10 @@ function program(): Command {
       const records: OutgoingRecord[] = [];
       for (const record of await journal.outgoing()) {
         if (TransferJournal.isHeldElsewhere(record)) {
-          process.stderr.write(`Transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} is still being sent by process ${record.pid}; left alone.\n`);
+          process.stderr.write(`Transfer ${record.transferId} to ${namesOf(record.recipients)} is still being sent by process ${record.pid}; left alone.\n`);
         } else if (!TransferJournal.isExpired(record, graceMs)) records.push(record);
         else {
-          process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
+          process.stderr.write(`The interrupted transfer ${record.transferId} to ${namesOf(record.recipients)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
           await journal.discard(record);
           exit = Math.max(exit, exitCodeFor('EXPIRED'));
         }
@@ -221,13 +221,14 @@ function program(): Command {
       const progress = records.length === 1 ? progressPrinter('sending') : undefined;
       const results = await Promise.all(
         records.map((record) => {
-          process.stderr.write(`Resuming transfer ${record.transferId} to ${escapeForDisplay(record.recipients[0]!.name)} (${record.paths.map((p) => escapeForDisplay(path.basename(p))).join(', ')}); waiting for the recipient…\n`);
+          process.stderr.write(`Resuming transfer ${record.transferId} to ${namesOf(record.recipients)} (${record.paths.map((p) => escapeForDisplay(path.basename(p))).join(', ')}); waiting for the ${record.recipients.length > 1 ? 'recipients' : 'recipient'}…\n`);
           return resumeSend(client, {
             journal,
             record,
             signal: controller.signal,
             ...(progress ? { onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p) } : {}),
-            onResumed: (fromChunk, chunkCount) => process.stderr.write(`Resuming transfer ${record.transferId} from chunk ${fromChunk} of ${chunkCount}.\n`),
+            onResumed: (fromChunk, chunkCount, peerId) =>
+              process.stderr.write(`Resuming transfer ${record.transferId}${record.recipients.length > 1 ? ` to ${namesOf(record.recipients.filter((p) => p.peerId === peerId))}` : ''} from chunk ${fromChunk} of ${chunkCount}.\n`),
           }).then(
             (result) => ({ result, to: record.recipients }),
             (error: unknown) => ({ error: toSftError(error), record }),
@@ -378,27 +379,36 @@ function reportSent(result: SendResult, to: readonly PeerInfo[], json: boolean |
 }
 
 /**
- * The journal of an earlier `sft send` of the same paths to the same single recipient (by the name
- * or id given now), if it can still be resumed. Journals past the relay's grace period are
- * removed, each with a message.
+ * The journal of an earlier `sft send` of the same paths to the same recipients (by the names or
+ * ids given now, in the same order), if it can still be resumed. Journals past the relay's grace
+ * period are removed, each with a message.
  */
 async function journaledSend(journal: TransferJournal, paths: readonly string[], names: readonly string[], graceMs: number): Promise<OutgoingRecord | undefined> {
   const wanted = paths.map((p) => path.resolve(p));
+  const named = names.map((n) => n.toLowerCase());
   let found: OutgoingRecord | undefined;
   for (const record of await journal.outgoing()) {
-    const recipient = record.recipients[0]!;
     if (TransferJournal.isHeldElsewhere(record)) continue; // Another sft send is still sending it.
     if (TransferJournal.isExpired(record, graceMs)) {
-      process.stderr.write(`The interrupted transfer ${record.transferId} to ${escapeForDisplay(recipient.name)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
+      process.stderr.write(`The interrupted transfer ${record.transferId} to ${namesOf(record.recipients)} can no longer be resumed (EXPIRED); its journal was removed.\n`);
       await journal.discard(record);
       continue;
     }
-    const name = names.length === 1 ? names[0]!.toLowerCase() : undefined;
     const samePaths = record.paths.length === wanted.length && record.paths.every((p, i) => p === wanted[i]);
-    const sameRecipient = name !== undefined && (recipient.peerId === name || (name.length >= 6 && recipient.peerId.startsWith(name)) || recipient.name.toLowerCase() === name);
-    if (samePaths && sameRecipient) found = record;
+    const sameRecipients =
+      record.recipients.length === named.length &&
+      record.recipients.every((r, i) => {
+        const name = named[i]!;
+        return r.peerId === name || (name.length >= 6 && r.peerId.startsWith(name)) || r.name.toLowerCase() === name;
+      });
+    if (samePaths && sameRecipients) found = record;
   }
   return found;
+}
+
+/** Recipients' names, for messages (escaped: they are whatever each peer chose). */
+function namesOf(peers: readonly PeerInfo[]): string {
+  return peers.map((p) => escapeForDisplay(p.name)).join(', ');
 }
 
 program()

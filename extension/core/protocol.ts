@@ -75,6 +75,12 @@ export const OfferSchema = z.object({
    * resume attempt (1, 2, …), which selects the payload key for the chunks that follow.
    */
   resume: z.number().int().min(1).max(1_000_000).optional(),
+  /**
+   * On a resume, the recipients whose legs it continues, when not all of them (the others were
+   * delivered, or ended for good). Not signed, like `resume`: it only routes. The relay checks that
+   * each was cut off by a dropped connection (docs/PROTOCOL.md §7.6).
+   */
+  resumeTo: z.array(peerId).min(1).max(MAX_RECIPIENTS).optional(),
 });
 export type OfferMessage = z.infer<typeof OfferSchema>;
 

@@ -215,16 +215,16 @@ export class Sender {
 
   /**
    * Continues the transfers this identity was sending when VS Code (or its extension host) stopped,
-   * from the journal: from the last chunk the recipient verified, once the recipient is online.
+   * from the journal: each leg from the last chunk its recipient verified, once it is online.
    */
   async resumeJournaled(): Promise<void> {
     const client = this.session.requireClient();
     const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
     for (const record of await this.session.journal.outgoing()) {
       if (TransferJournal.isHeldElsewhere(record) || this.transfers.get(record.transferId)) continue;
-      const peer = record.recipients[0]!;
+      const peers = record.recipients;
       const names = topLevelNames(record.entries.map((e) => e.path));
-      const peerLabel = safeText(peer.name);
+      const peerLabel = peers.map((p) => safeText(p.name)).join(', ');
       if (TransferJournal.isExpired(record, graceMs)) {
         await this.session.journal.discard(record);
         void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} to ${peerLabel} expired while VS Code was closed; send it again if it is still needed.`);
@@ -241,7 +241,7 @@ export class Sender {
         startedAt: Date.now(),
         status: 'waiting',
         sources: record.paths.map((p) => vscode.Uri.file(p)),
-        recipients: [peer],
+        recipients: [...peers],
         cancel: () => controller.abort(),
       });
       void vscode.window
@@ -253,12 +253,15 @@ export class Sender {
             journal: this.session.journal,
             record,
             signal: controller.signal,
-            onResumed: (from, of) => progress.report({ message: `continuing from chunk ${from} of ${of}` }),
+            onResumed: (from, of, peerId) => {
+              const name = peers.length > 1 ? ` to ${safeText(peers.find((p) => p.peerId === peerId)?.name ?? 'a recipient')}` : '';
+              progress.report({ message: `continuing${name} from chunk ${from} of ${of}` });
+            },
             onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
           }).finally(() => connection.dispose());
         })
         .then(
-          (result) => this.report(result, [peer], names),
+          (result) => this.report(result, peers, names),
           (error: unknown) => {
             const e = toSftError(error);
             this.transfers.fail(record.transferId, e);

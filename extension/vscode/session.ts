@@ -40,7 +40,7 @@ export class Session implements vscode.Disposable {
   readonly onDidChangeTrust = this.trustEmitter.event;
 
   /**
-   * Single-recipient transfers keep a journal here (no secrets in it: the sender's file key is sealed
+   * Transfers keep a journal here (no secrets in it: the sender's file key is sealed
    * to its own key), so they continue after VS Code restarts (core/transfer/journal.ts).
    */
   readonly journal: TransferJournal;

@@ -39,18 +39,18 @@ async function setUp(relayArgs: string[] = []) {
     running.push(p);
     return p;
   };
-  const receive = async () => {
-    const p = spawn('sft', ['receive', '--out', out, '--yes', '--once', '--name', 'bob', '--identity', identity('bob')]);
+  const receive = async (name = 'bob', folder = out) => {
+    const p = spawn('sft', ['receive', '--out', folder, '--yes', '--once', '--name', name, '--identity', identity(name)]);
     await waitForLine(p.stderr, /Waiting for files/);
     return p;
   };
-  const send = (paths = [src]) => spawn('sft', ['send', ...paths, '--to', 'bob', '--name', 'alice', '--identity', identity('alice')]);
+  const send = (paths = [src], to = 'bob') => spawn('sft', ['send', ...paths, '--to', to, '--name', 'alice', '--identity', identity('alice')]);
   const resume = () => spawn('sft', ['resume', '--name', 'alice', '--identity', identity('alice')]);
-  /** The chunks bob's journal records as verified and synced, once at least `min`. */
-  const journaledChunks = async (min: number, timeoutMs = 30_000) => {
+  /** The chunks bob's (or another receiver's) journal records as verified and synced, once at least `min`. */
+  const journaledChunks = async (min: number, timeoutMs = 30_000, name = 'bob') => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const folder = path.join(identity('bob'), 'transfers');
+      const folder = path.join(identity(name), 'transfers');
       for (const name of await fs.readdir(folder).catch(() => [] as string[])) {
         // Journals are replaced through temporary files (…json.<random>.tmp): read only the real ones.
         if (!/^receive-.*\.json$/.test(name)) continue;
@@ -58,7 +58,7 @@ async function setUp(relayArgs: string[] = []) {
         const verified = (JSON.parse(text) as { verified?: number }).verified ?? 0;
         if (verified >= min) return verified;
       }
-      if (Date.now() > deadline) throw new Error(`bob's journal never reached ${min} chunks`);
+      if (Date.now() > deadline) throw new Error(`${name}'s journal never reached ${min} chunks`);
       await new Promise((r) => setTimeout(r, 5));
     }
   };
@@ -200,4 +200,37 @@ test('a receiver killed in the middle of a folder picks up the right file at the
   for (const name of Object.keys(sizes)) assert.equal(await sha256File(path.join(t.out, 'album', name)), sums[name], name);
   assert.deepEqual(await listTree(t.out), ['album/', 'album/a.bin', 'album/b.bin', 'album/empty.txt', 'album/sub/', 'album/sub/c.bin']);
   assert.deepEqual(await t.journals('bob'), []);
+});
+
+test('a sender to two recipients is killed mid-transfer and the same sft send is run again: both legs resume from their journals', async () => {
+  const t = await setUp();
+  const outCarol = path.join(t.work, 'out-carol');
+  const bob = await t.receive();
+  const carol = await t.receive('carol', outCarol);
+  const alice = t.send([t.src], 'bob,carol');
+  await Promise.all([t.journaledChunks(32), t.journaledChunks(32, 30_000, 'carol')]);
+  alice.child.kill('SIGKILL');
+  await alice.exited;
+  const [name] = await t.journals('alice');
+  assert.ok(name, 'the sender left its journal');
+  const journal = JSON.parse(await fs.readFile(path.join(t.work, 'id-alice', 'transfers', name), 'utf8')) as { recipients: unknown[]; legs?: Array<{ state: string }> };
+  assert.equal(journal.recipients.length, 2);
+  assert.deepEqual(journal.legs?.map((l) => l.state), ['live', 'live'], 'both legs recorded as live');
+
+  const alice2 = t.send([t.src], 'bob,carol');
+  const resumed = async (who: string) => Number((await waitForLine(alice2.stderr, new RegExp(`Resuming transfer \\S+ to ${who} from chunk (\\d+) of`), 30_000))[1]);
+  const [fromBob, fromCarol] = await Promise.all([resumed('bob'), resumed('carol')]);
+  assert.ok(fromBob >= 32 && fromCarol >= 32, `resumed from chunks ${fromBob} (bob) and ${fromCarol} (carol), not from zero`);
+  assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob, carol));
+  assert.equal(await bob.exited, EXIT_CODES.ok, log(bob));
+  assert.equal(await carol.exited, EXIT_CODES.ok, log(carol));
+  assert.match(alice2.stdout.join('\n'), /Delivered to bob/);
+  assert.match(alice2.stdout.join('\n'), /Delivered to carol/);
+  assert.equal(await sha256File(path.join(t.out, 'big.bin')), t.sum);
+  assert.equal(await sha256File(path.join(outCarol, 'big.bin')), t.sum);
+  assert.deepEqual(await listTree(t.out), ['big.bin']);
+  assert.deepEqual(await listTree(outCarol), ['big.bin']);
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+  assert.deepEqual(await t.journals('carol'), []);
 });

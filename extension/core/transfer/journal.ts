@@ -1,5 +1,5 @@
 /**
- * Transfer journals: what a single-recipient transfer needs to survive its own process being
+ * Transfer journals: what a transfer needs to survive its own process being
  * killed and started again, one small private JSON file per transfer (mode 0600, in a 0700
  * folder the caller owns: `<identity>/transfers/` for the command-line client, the extension's
  * global storage folder in VS Code).
@@ -20,7 +20,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { writePrivateJson } from '../private-file';
-import { OfferSchema, PeerInfoSchema } from '../protocol';
+import { MAX_RECIPIENTS, OfferSchema, PeerInfoSchema } from '../protocol';
+import { ErrorCodes } from '../errors';
 import { TEMP_SUFFIX } from '../names';
 
 const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
@@ -36,7 +37,7 @@ const OutgoingSchema = z.object({
   updatedAt: count,
   pid,
   /** The signed offer, exactly as first sent (without `resume`). */
-  offer: OfferSchema.omit({ resume: true }),
+  offer: OfferSchema.omit({ resume: true, resumeTo: true }),
   /** The file key wrapped for the sender itself (envelope.ts `openSelfStanza`). */
   self: z.object({ to: z.string(), ephemeral: z.string(), wrappedKey: z.string() }),
   /**
@@ -46,11 +47,27 @@ const OutgoingSchema = z.object({
   attempt: count,
   /** The paths the user chose, absolute, to recognise the same `send` run again. */
   paths: z.array(z.string()),
-  recipients: z.array(PeerInfoSchema).length(1),
+  recipients: z.array(PeerInfoSchema).min(1).max(MAX_RECIPIENTS),
+  /**
+   * Where each recipient's leg stood when last recorded: `live` (accepted, so it may be offered
+   * again), or ended for good (never offered again). A recipient not listed had not accepted yet
+   * and is not offered again. Absent (a journal of an older version): every recipient is `live`.
+   */
+  legs: z
+    .array(
+      z.object({
+        peerId: z.string(),
+        state: z.enum(['live', 'done', 'declined', 'failed']),
+        code: z.enum(ErrorCodes).optional(),
+        message: z.string().max(500).optional(),
+      }),
+    )
+    .max(MAX_RECIPIENTS)
+    .optional(),
   entries: z.array(z.object({ path: z.string(), type: z.enum(['file', 'dir']), size: count, mode: count.optional(), mtimeMs: count.optional() })),
   /** Each source file with the size and modification time it had when the offer was sealed. */
   files: z.array(z.object({ absolutePath: z.string(), size: count, mtimeMs: z.number() })),
-  /** Chunks the recipient had acknowledged when last recorded (for messages only). */
+  /** Chunks the slowest recipient had acknowledged when last recorded (for messages only). */
   acked: count,
 });
 
@@ -60,7 +77,7 @@ const IncomingSchema = z.object({
   transferId,
   updatedAt: count,
   pid,
-  offer: OfferSchema.omit({ resume: true }),
+  offer: OfferSchema.omit({ resume: true, resumeTo: true }),
   /** What the user chose when accepting, before the restart. */
   accept: z.object({ directory: z.string(), saveAs: z.string().optional(), onConflict: z.enum(['rename', 'overwrite', 'fail']) }),
   files: z.array(

@@ -123,7 +123,7 @@ export interface InboxOptions {
   /** How far an offer's timestamp may be from this clock (default 10 minutes). */
   readonly maxClockSkewMs?: number;
   /**
-   * Journal accepted single-recipient transfers here, so that a new Inbox (after this process is
+   * Journal accepted transfers here, so that a new Inbox (after this process is
    * killed and started again) continues them when their sender offers them again (journal.ts).
    * With a journal, call `restore()` once listeners are attached and the client is connected:
    * offers that arrive before it has read the journal wait for it.
@@ -295,15 +295,15 @@ export class Inbox extends EventEmitter<InboxEvents> {
         } catch (error) {
           return Promise.reject(error);
         }
-        const resumable = message.stanzas.length === 1 ? { signature: message.signature, suspended: this.suspended } : undefined;
+        const resumable = { signature: message.signature, suspended: this.suspended };
         const receipt = signReceipt(client.identity, {
           transferId: message.transferId,
           senderPeerId: from,
           chunkCount: opened.layout.chunkCount,
           cipherBytes: opened.layout.cipherBytes,
         });
-        const { resume: _resume, ...offer } = message;
-        const journal = resumable && this.options.journal ? { journal: this.options.journal, offer } : undefined;
+        const { resume: _resume, resumeTo: _resumeTo, ...offer } = message;
+        const journal = this.options.journal ? { journal: this.options.journal, offer } : undefined;
         return receive(client, message.transferId, opened, options, receipt, resumable, message.resume ?? 0, journal).then((result) => {
           this.rememberCompleted(message.transferId, message.signature, opened.layout.chunkCount, receipt);
           return result;
@@ -419,7 +419,7 @@ async function receive(
   resumable?: { signature: string; suspended: Map<string, Suspension> },
   /** An offer that is itself a resume uses that attempt's key from its first chunk. */
   firstAttempt = 0,
-  /** Single-recipient transfers with a journal record their progress in it. */
+  /** With a journal, a transfer records its progress in it. */
   journaled?: ReceiveJournal,
 ): Promise<ReceiveResult> {
   const started = performance.now();
@@ -479,6 +479,7 @@ async function receive(
   return new Promise<ReceiveResult>((resolve, reject) => {
     let expected = resumeFrom;
     let payloadKey = keys.payloadKeyFor(firstAttempt);
+    let attemptInUse = firstAttempt;
     let finished = false;
     let queue = Promise.resolve();
     let stallTimer: NodeJS.Timeout | undefined;
@@ -558,6 +559,10 @@ async function receive(
       resumable.suspended.set(transferId, {
         signature: resumable.signature,
         resume: (attempt) => {
+          // Each resume is a new attempt under a new key: an older one offered again (replayed by a
+          // relay) is ignored, and the transfer goes on waiting for the sender.
+          if (attempt <= attemptInUse) return;
+          attemptInUse = attempt;
           clearTimeout(graceTimer);
           resumable.suspended.delete(transferId);
           // Chunks already queued are written first, so the resume point is exact.

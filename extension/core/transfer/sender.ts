@@ -26,15 +26,15 @@ export interface SendOptions {
   /** How long the sender waits for an acknowledgement before giving up (default 2 minutes). */
   readonly stallTimeoutMs?: number;
   /**
-   * Keep a journal of a single-recipient transfer, so that `resumeSend` can continue it after this
-   * process is killed and started again (journal.ts). Removed when the transfer ends.
+   * Keep a journal of the transfer, so that `resumeSend` can continue it after this process is
+   * killed and started again (journal.ts). Removed when the transfer ends.
    */
   readonly journal?: TransferJournal;
   /**
-   * The recipient answered a re-offer (after a dropped connection or a restart): it already holds
-   * `fromChunk` of `chunkCount` verified chunks, and sending continues from there.
+   * A recipient answered a re-offer (after a dropped connection or a restart): it already holds
+   * `fromChunk` of `chunkCount` verified chunks, and its leg continues from there.
    */
-  readonly onResumed?: (fromChunk: number, chunkCount: number) => void;
+  readonly onResumed?: (fromChunk: number, chunkCount: number, peerId: string) => void;
 }
 
 /** Continuing a journaled transfer: the files, recipient and chunk size come from the journal. */
@@ -57,7 +57,17 @@ export interface SendResult {
   readonly durationMs: number;
 }
 
-type Leg = { state: 'offered' | 'accepted' | 'declined' | 'done' | 'failed'; acked: number; code?: ErrorCode; message?: string };
+type Leg = {
+  /** `interrupted`: cut off by a dropped connection, waiting to be offered again. */
+  state: 'offered' | 'accepted' | 'interrupted' | 'declined' | 'done' | 'failed';
+  acked: number;
+  /** The recipient accepted (in this process or the one that journaled it): it may be offered again. */
+  resumable: boolean;
+  /** When an interrupted leg was cut off: the relay's grace period runs from then. */
+  since?: number;
+  code?: ErrorCode;
+  message?: string;
+};
 
 /** How often a sender's journal is rewritten while its process lives. */
 const JOURNAL_HEARTBEAT_MS = 1000;
@@ -83,8 +93,7 @@ export async function sendFiles(client: RelayClient, options: SendOptions): Prom
   const sources = await collectSources(options.paths);
   const chunkSize = Math.min(options.chunkSize ?? DEFAULT_CHUNK_SIZE, client.relayLimits?.maxChunkSize ?? DEFAULT_CHUNK_SIZE);
   const transferId = newTransferId();
-  // Only single-recipient transfers resume, so only they keep a journal.
-  const journaled = options.journal !== undefined && options.to.length === 1;
+  const journaled = options.journal !== undefined;
   const { offer, keys, layout, selfStanza } = sealOffer({
     sender: client.identity,
     recipients: options.to.map(peerIdentity),
@@ -154,18 +163,40 @@ async function run(
   const window = client.relayLimits?.window ?? 8;
   const journal = prepared.record ? options.journal : undefined;
   const record = prepared.record ? { ...prepared.record } : undefined;
-  const save = () => (journal && record ? journal.save(record) : Promise.resolve());
+
+  // Every leg of a transfer survives a dropped connection: the recipient's (that leg waits while
+  // the others go on), the sender's or the relay's (every leg waits). Once no leg is running, the
+  // sender offers the same transfer again to the legs that wait, and each continues from the last
+  // chunk its recipient verified.
+  const journaledLegs = new Map((prepared.record?.legs ?? []).map((l) => [l.peerId, l]));
+  const legs = new Map<string, Leg>(
+    to.map((p): [string, Leg] => {
+      if (!resuming) return [p.peerId, { state: 'offered', acked: 0, resumable: false }];
+      // Taken up from a journal: the legs it records as live wait to be offered again.
+      const j = prepared.record?.legs ? journaledLegs.get(p.peerId) : { state: 'live' as const };
+      if (j?.state === 'live') return [p.peerId, { state: 'interrupted', acked: 0, resumable: true, since: prepared.record!.updatedAt }];
+      if (j) return [p.peerId, { state: j.state, acked: 0, resumable: false, ...(j.code ? { code: j.code } : {}), ...(j.message ? { message: j.message } : {}) }];
+      return [p.peerId, { state: 'failed', acked: 0, resumable: false, code: 'PEER_GONE', message: 'The transfer was interrupted before this recipient accepted it.' }];
+    }),
+  );
+  const recipients = new Map(to.map((p) => [p.peerId, peerIdentity(p)]));
+  const save = () => {
+    if (!journal || !record) return Promise.resolve();
+    record.legs = [...legs].flatMap(([peerId, leg]): NonNullable<OutgoingRecord['legs']> => {
+      if (leg.state === 'done' || leg.state === 'declined') return [{ peerId, state: leg.state }];
+      if (leg.state === 'failed') return [{ peerId, state: leg.state, ...(leg.code ? { code: leg.code } : {}), ...(leg.message ? { message: leg.message.slice(0, 500) } : {}) }];
+      return leg.resumable ? [{ peerId, state: 'live' as const }] : [];
+    });
+    return journal.save(record);
+  };
+  /** Records a leg's end at once, so that a restarted sender never offers it again. */
+  const saveSoon = () => void save().catch(() => undefined);
   // Kept fresh while this process lives, so that a restarted one can tell how long ago it stopped
   // (the relay's grace period runs from then).
-  const heartbeat = journal ? setInterval(() => save().catch(() => undefined), JOURNAL_HEARTBEAT_MS) : undefined;
+  const heartbeat = journal ? setInterval(saveSoon, JOURNAL_HEARTBEAT_MS) : undefined;
   heartbeat?.unref();
 
-  const legs = new Map<string, Leg>(to.map((p) => [p.peerId, { state: 'offered', acked: 0 }]));
-  const recipients = new Map(to.map((p) => [p.peerId, peerIdentity(p)]));
-  // One recipient's transfer survives a dropped connection: both ends wait for the relay, the sender
-  // offers again and continues from the last chunk the recipient verified. (With several
-  // recipients the legs would drift apart; those transfers fail on a drop, as before.)
-  const resumable = to.length === 1;
+  /** Set when this sender's own connection (or the relay as a whole) dropped: every running leg is cut off. */
   let interrupted = false;
   const meter = new ProgressMeter(transferId, sources.totalBytes, options.onProgress);
   // Wakes the streaming loop whenever an answer, acknowledgement or outcome arrives.
@@ -174,17 +205,26 @@ async function run(
   const changed = () => wake();
   const live = () => [...legs.values()].filter((l) => l.state === 'offered' || l.state === 'accepted');
   const accepted = () => [...legs.values()].filter((l) => l.state === 'accepted');
+  const waiting = () => [...legs].filter(([, l]) => l.state === 'interrupted');
+  /** A running leg cut off by a dropped connection waits to be offered again, if its recipient had accepted. */
+  const cutOff = (leg: Leg, code: ErrorCode) => {
+    if (leg.state !== 'offered' && leg.state !== 'accepted') return;
+    if (leg.resumable) Object.assign(leg, { state: 'interrupted', since: Date.now() });
+    else Object.assign(leg, { state: 'failed', code, message: 'The connection dropped before the recipient answered.' });
+  };
 
   const unregister = client.register(transferId, {
     answer: (m) => {
       const leg = legs.get(m.from);
       if (leg?.state === 'offered') {
         leg.state = m.accept ? 'accepted' : 'declined';
+        if (m.accept) leg.resumable = true;
         // On a resume, the recipient already holds this many verified chunks.
         if (m.accept && m.resumeFrom !== undefined) {
           leg.acked = Math.min(m.resumeFrom, layout.chunkCount);
-          options.onResumed?.(leg.acked, layout.chunkCount);
+          options.onResumed?.(leg.acked, layout.chunkCount, m.from);
         }
+        saveSoon();
       }
       changed();
     },
@@ -204,27 +244,28 @@ async function run(
         const facts = { transferId, senderPeerId: client.identity.peerId, chunkCount: layout.chunkCount, cipherBytes: layout.cipherBytes };
         if (checkReceipt(recipient, facts, Buffer.from(m.receipt, 'base64url'))) leg.state = 'done';
         else Object.assign(leg, { state: 'failed', code: 'BAD_SIGNATURE', message: 'The delivery receipt is not signed by the recipient.' });
+        saveSoon();
       }
       changed();
     },
     cancel: (code, message, from) => {
-      // A dropped connection on either side: the transfer is resumed, not failed (see below).
-      if (RESUMABLE_CODES.includes(code) && resumable) {
-        interrupted = true;
-        return changed();
-      }
-      if (from && legs.has(from) && from !== client.identity.peerId) {
-        const leg = legs.get(from)!;
+      const leg = from !== undefined && from !== client.identity.peerId ? legs.get(from) : undefined;
+      // A dropped connection is resumed, not failed: a recipient's cuts off its own leg, the
+      // sender's or the relay's every running leg (see below).
+      if (RESUMABLE_CODES.includes(code)) {
+        if (leg) cutOff(leg, code);
+        else interrupted = true;
+      } else if (leg) {
         if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'failed', code, message });
       } else {
         // The relay (or the transfer as a whole) ended it.
         fatal = new SftError(code, message);
       }
+      saveSoon();
       changed();
     },
     disconnected: () => {
-      if (resumable) interrupted = true;
-      else fatal = new SftError('PEER_GONE', 'The connection to the relay dropped.');
+      interrupted = true;
       changed();
     },
   });
@@ -256,22 +297,45 @@ async function run(
     if (fatal) throw fatal;
   };
 
+  const graceMs = () => client.relayLimits?.resumeGraceMs ?? 60_000;
+  /** An interrupted leg may be offered again until the relay's grace period after it was cut off… */
+  const deadlineOf = (leg: Leg) => (leg.since ?? Date.now()) + graceMs();
+  /** …less this margin, for the offer's journey and its answer. */
+  const margin = () => Math.min(5_000, graceMs() / 4);
+  const expire = (leg: Leg, message: string) => Object.assign(leg, { state: 'failed', code: 'EXPIRED', message });
+
   /**
-   * After a drop: wait to be joined again and for the recipient to be listed online, then offer the
-   * same transfer again, until `deadline` (the end of the relay's grace period).
+   * Once no leg is running: wait to be joined again and for the waiting legs' recipients to be
+   * listed online, then offer the same transfer again, under a new resume attempt, to those that
+   * are (`resumeTo` names them unless they are every recipient). Waiting for one that stays away
+   * stops at the first waiting leg's deadline, so the others are not lost with it; it is then
+   * given up (EXPIRED) if it is not back, or else offered again in a later round.
    */
-  const offerAgain = async (deadline: number) => {
+  const offerAgain = async () => {
     for (;;) {
+      // The user's cancel (or another end of the whole transfer) stops the waiting too.
+      if (fatal) throw fatal;
       interrupted = false;
-      if (!(await client.whenConnected(Math.max(0, deadline - Date.now())))) break;
+      const legsWaiting = waiting();
+      if (legsWaiting.length === 0) return;
+      const soonest = Math.min(...legsWaiting.map(([, l]) => deadlineOf(l))) - margin();
+      if (!(await client.whenConnected(Math.max(0, soonest - Date.now())))) {
+        // Not back in time (or closed for good): the legs whose time is up are given up.
+        const closed = Date.now() < soonest;
+        for (const [, leg] of legsWaiting) if (closed || Date.now() >= deadlineOf(leg) - margin()) expire(leg, 'The connection did not come back in time to resume the transfer.');
+        continue;
+      }
       // A recipient whose process died comes back as a new connection: wait for its presence
       // rather than burn offers (and resume attempts) while it is away.
-      if (resumable && !(await client.whenPeerOnline(to[0]!.peerId, deadline - Date.now()))) {
-        if (Date.now() < deadline) continue;
-        if (client.state === 'connected') throw new SftError('EXPIRED', 'The recipient did not come back in time to resume the transfer.');
-        break;
+      const online = await Promise.all(legsWaiting.map(([id]) => client.whenPeerOnline(id, Math.max(0, soonest - Date.now()))));
+      if (fatal) throw fatal;
+      if (client.state !== 'connected') continue;
+      const targets = legsWaiting.filter((_, i) => online[i]);
+      for (const [, leg] of legsWaiting.filter((_, i) => !online[i])) {
+        if (Date.now() >= deadlineOf(leg) - margin()) expire(leg, 'The recipient did not come back in time to resume the transfer.');
       }
-      for (const leg of live()) Object.assign(leg, { state: 'offered', acked: 0 });
+      if (targets.length === 0) continue;
+      for (const [, leg] of targets) Object.assign(leg, { state: 'offered', acked: 0 });
       attempt += 1;
       payloadKey = keys.payloadKeyFor(attempt);
       if (record) {
@@ -280,47 +344,62 @@ async function run(
         record.attempt = attempt;
         await save();
       }
+      const resumeTo = targets.length === legs.size ? {} : { resumeTo: targets.map(([id]) => id) };
       try {
-        await client.offer({ ...offerToWire(offer), resume: attempt });
+        await client.offer({ ...offerToWire(offer), resume: attempt, ...resumeTo });
         return;
       } catch (error) {
-        // The recipient may not be back yet; anything else ends the transfer.
         const e = toSftError(error);
-        if (e.code !== 'PEER_OFFLINE' && e.code !== 'PEER_GONE') throw e;
+        if (e.code === 'PEER_OFFLINE' || e.code === 'PEER_GONE' || e.code === 'TIMEOUT') {
+          // A recipient, or this sender, may not be back after all: wait again.
+          for (const [, leg] of targets) if (leg.state === 'offered') leg.state = 'interrupted';
+          interrupted = false;
+          await new Promise((r) => setTimeout(r, 250));
+        } else {
+          // Refused (EXPIRED, or a leg the relay does not know as interrupted): these legs end here.
+          for (const [, leg] of targets) if (leg.state === 'offered') Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
+        }
       }
-      if (Date.now() >= deadline) break;
-      await new Promise((r) => setTimeout(r, 250));
     }
-    throw new SftError('EXPIRED', 'The connection did not come back in time to resume the transfer.');
   };
 
   const reader = new PayloadReader(sources.files);
   let offered = false;
+  let announced = false;
+  const announce = () => {
+    if (!announced) options.onOffered?.(transferId, sources);
+    announced = true;
+  };
   let chunksRead = 0;
   let attempt = record?.attempt ?? 0;
   let payloadKey = keys.payloadKeyFor(attempt);
-  const graceMs = () => client.relayLimits?.resumeGraceMs ?? 60_000;
   try {
     if (options.signal?.aborted) throw new SftError('CANCELLED', 'The transfer was cancelled.');
-    if (resuming) {
-      // The offer went out from the process that was killed; the grace runs from its last sign of life.
-      offered = true;
-      await offerAgain(record!.updatedAt + graceMs());
-    } else {
+    if (!resuming) {
       await save();
       await client.offer(offerToWire(offer));
-      offered = true;
+      announce();
     }
-    options.onOffered?.(transferId, sources);
+    // On a resume the offer went out from the process that was killed; the grace runs from its
+    // last sign of life.
+    offered = true;
     const stall = options.stallTimeoutMs ?? 120_000;
     for (;;) {
+      if (live().length === 0) {
+        if (waiting().length === 0) break;
+        await offerAgain();
+        announce();
+        continue;
+      }
       try {
         // A total, not a silence: with several recipients each answer would otherwise restart it.
         await until(() => live().every((l) => l.state !== 'offered'), options.answerTimeoutMs ?? 600_000, 'The recipients did not answer in time.', true);
         if (resuming && accepted().length > 0) await checkSourcesUnchanged(sources.files);
+        // On a resume each leg continues where its recipient stands; the relay forwards each chunk
+        // only to the legs that do not hold it yet, so the stream starts at the slowest.
         const start = Math.min(layout.chunkCount, ...accepted().map((l) => l.acked));
         // The reader must be exactly at the first chunk to send: on a resume it may be ahead of
-        // (or behind) what the recipient holds.
+        // (or behind) what the recipients hold.
         if (start !== chunksRead) await reader.seek(start * chunkSize);
         chunksRead = start;
         for (let index = start; index < layout.chunkCount && accepted().length > 0; index++) {
@@ -335,10 +414,9 @@ async function run(
           client.sendChunk(transferId, index, sealChunk(payloadKey, layout, index, plaintext));
         }
         await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
-        break;
       } catch (error) {
         if (error !== INTERRUPTED) throw error;
-        await offerAgain(Date.now() + graceMs());
+        for (const leg of live()) cutOff(leg, 'PEER_GONE');
       }
     }
   } catch (error) {
@@ -346,7 +424,7 @@ async function run(
     // Always tell the relay once the offer is out (even after our own cancel, which may have
     // reached it before the offer did), so it never keeps a transfer nobody will finish.
     if (offered) client.cancel(transferId, e.code, e.message);
-    for (const leg of live()) Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
+    for (const leg of [...live(), ...waiting().map(([, l]) => l)]) Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
     // Before the offer is out there is no transfer to report on; after, each leg has an outcome.
     if (!offered) throw e;
   } finally {

@@ -1,0 +1,279 @@
+/**
+ * Resume with several recipients: one recipient's connection cut (its leg waits while the other
+ * goes on, then continues from its own position), the sender's connection cut (every leg
+ * continues, each from its own position, with no chunk sent twice to a recipient), a recipient
+ * that does not come back (its leg EXPIRED, the other delivered), and the relay's refusal of a
+ * resume naming a leg that was not interrupted. Real relay, real clients, real files; the network
+ * cut is a TCP proxy that drops every connection through it.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
+import { sendFiles } from '../../extension/core/transfer/sender';
+import { startTapProxy } from '../../scripts/tap-proxy';
+import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
+import type { OfferMessage } from '../../extension/core/protocol';
+import type { TransferListener } from '../../extension/core/client';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+/** Counts the chunks a sender sends and keeps the offers it makes. */
+function spySender(peer: Peer) {
+  let chunks = 0;
+  const offers: OfferMessage[] = [];
+  const sendChunk = peer.client.sendChunk.bind(peer.client);
+  peer.client.sendChunk = (id, index, data) => {
+    chunks += 1;
+    sendChunk(id, index, data);
+  };
+  const offer = peer.client.offer.bind(peer.client);
+  peer.client.offer = (message) => {
+    offers.push(message);
+    return offer(message);
+  };
+  return { chunks: () => chunks, offers };
+}
+
+/**
+ * Records what a receiver is handed (chunk indices, in order) and the resume points it answers
+ * with. `slow`: chunks reach the receiver one every few milliseconds while it is set, and those not
+ * handed over when its transfer is cut off are lost, as data in flight is on a real network.
+ */
+function spyReceiver(peer: Peer, options: { slow?: () => boolean } = {}) {
+  const indices: number[] = [];
+  const resumeFrom: number[] = [];
+  const answer = peer.client.answer.bind(peer.client);
+  peer.client.answer = (id, accept, from) => {
+    if (from !== undefined) resumeFrom.push(from);
+    return answer(id, accept, from);
+  };
+  const register = peer.client.register.bind(peer.client);
+  peer.client.register = (id, listener) => {
+    if (!listener.chunk) return register(id, listener);
+    let pending: Array<[number, Buffer]> = [];
+    let timer: NodeJS.Timeout | undefined;
+    const hand = (index: number, data: Buffer) => {
+      indices.push(index);
+      listener.chunk!(index, data);
+    };
+    const pump = () => {
+      timer = undefined;
+      const next = pending.shift();
+      if (next) hand(...next);
+      if (pending.length > 0) timer = setTimeout(pump, 4);
+    };
+    const drop = () => {
+      pending = [];
+      clearTimeout(timer);
+      timer = undefined;
+    };
+    const wrapped: TransferListener = {
+      ...listener,
+      chunk: (index, data) => {
+        if (!options.slow?.() && pending.length === 0) return hand(index, data);
+        pending.push([index, data]);
+        timer ??= setTimeout(pump, 4);
+      },
+      cancel: (code, message, from) => {
+        drop();
+        listener.cancel?.(code, message, from);
+      },
+      disconnected: () => {
+        drop();
+        listener.disconnected?.();
+      },
+    };
+    return register(id, wrapped);
+  };
+  return { indices, resumeFrom };
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+test("two recipients, one recipient's network drops mid-transfer: the other goes on, the cut one resumes from its own position", async () => {
+  const h = await Harness.start();
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
+  const carol = await h.peer('carol', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const outBob = await h.tempDir();
+  const outCarol = await h.tempDir();
+  const chunkCount = 100;
+  const sum = await writeRandomFile(path.join(src, 'two.bin'), chunkCount * DEFAULT_CHUNK_SIZE, 'two');
+  const sender = spySender(alice);
+  const bobSpy = spyReceiver(bob);
+  const carolSpy = spyReceiver(carol);
+  // Bob's connection is cut once he has written 40 chunks.
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 40) tap.cut();
+  };
+  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
+  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'two.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  assert.deepEqual(
+    sent.recipients.map((r) => r.outcome),
+    ['done', 'done'],
+    JSON.stringify(sent.recipients),
+  );
+  await Promise.all([toBob, toCarol]);
+  assert.equal(await sha256File(path.join(outBob, 'two.bin')), sum);
+  assert.equal(await sha256File(path.join(outCarol, 'two.bin')), sum);
+  assert.deepEqual(await listTree(outBob), ['two.bin']);
+
+  // The re-offer went to bob alone (carol was done), under a new attempt.
+  const again = sender.offers.filter((o) => o.resume !== undefined);
+  assert.ok(again.length >= 1, 'the transfer was offered again');
+  for (const o of again) assert.deepEqual(o.resumeTo, [bob.identity.peerId]);
+  assert.equal(carolSpy.resumeFrom.length, 0, 'carol was not asked to resume');
+  assert.deepEqual(carolSpy.indices, range(chunkCount), 'carol got each chunk once');
+  // Bob resumed, not from zero, and got each chunk once, the resumed ones from his own position.
+  assert.equal(bobSpy.resumeFrom.length, 1);
+  const from = bobSpy.resumeFrom[0]!;
+  assert.ok(from >= 40 && from < chunkCount, `bob resumed from chunk ${from}`);
+  assert.deepEqual(bobSpy.indices, range(chunkCount), 'bob got each chunk once');
+  assert.equal(sender.chunks(), chunkCount + (chunkCount - from), 'only the chunks bob lacked were sent again');
+});
+
+test("two recipients, the sender's network drops mid-transfer: both legs resume, each exactly from its own position", async () => {
+  const h = await Harness.start({ window: 32 });
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true, url: tap.url });
+  const bob = await h.peer('bob', { reconnect: true });
+  const carol = await h.peer('carol', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const outBob = await h.tempDir();
+  const outCarol = await h.tempDir();
+  const chunkCount = 120;
+  const sum = await writeRandomFile(path.join(src, 'both.bin'), chunkCount * DEFAULT_CHUNK_SIZE - 7, 'both');
+  const sender = spySender(alice);
+  // Carol lags behind bob until the cut (her chunks trickle in), so the two positions differ.
+  let cut = false;
+  const bobSpy = spyReceiver(bob);
+  const carolSpy = spyReceiver(carol, { slow: () => !cut });
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 50) {
+      cut = true;
+      tap.cut();
+    }
+  };
+  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
+  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'both.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  assert.deepEqual(
+    sent.recipients.map((r) => r.outcome),
+    ['done', 'done'],
+    JSON.stringify(sent.recipients),
+  );
+  await Promise.all([toBob, toCarol]);
+  assert.equal(await sha256File(path.join(outBob, 'both.bin')), sum);
+  assert.equal(await sha256File(path.join(outCarol, 'both.bin')), sum);
+
+  // Offered again to both (no resumeTo: every recipient), each answering with its own position.
+  const again = sender.offers.filter((o) => o.resume !== undefined);
+  assert.ok(again.length >= 1 && again.every((o) => o.resumeTo === undefined));
+  assert.equal(bobSpy.resumeFrom.length, 1);
+  assert.equal(carolSpy.resumeFrom.length, 1);
+  const [bobFrom, carolFrom] = [bobSpy.resumeFrom[0]!, carolSpy.resumeFrom[0]!];
+  assert.ok(bobFrom >= 50, `bob resumed from chunk ${bobFrom}`);
+  assert.ok(carolFrom > 0 && carolFrom < bobFrom, `carol resumed from chunk ${carolFrom}, behind bob (${bobFrom})`);
+  // Neither got a chunk twice: bob's first chunk after the resume was exactly his resume point.
+  assert.deepEqual(bobSpy.indices, range(chunkCount), 'bob got each chunk once');
+  assert.deepEqual(carolSpy.indices, range(chunkCount), 'carol got each chunk once');
+  assert.ok(sender.chunks() < 2 * chunkCount - carolFrom + 1, `sent ${sender.chunks()} chunks: the resumed stream started at carol's position`);
+});
+
+test('two recipients, one never comes back: its leg ends in EXPIRED, the other is delivered', async () => {
+  const h = await Harness.start({ resumeGraceMs: 1500 });
+  cleanups.push(() => h.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true });
+  const carol = await h.peer('carol', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const outBob = await h.tempDir();
+  const outCarol = await h.tempDir();
+  const sum = await writeRandomFile(path.join(src, 'gone.bin'), 60 * DEFAULT_CHUNK_SIZE, 'gone');
+  // Carol vanishes for good after ten chunks.
+  let written = 0;
+  const ack = carol.client.ack.bind(carol.client);
+  carol.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 10) carol.client.close();
+  };
+  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
+  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'gone.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  const [toB, toC] = sent.recipients;
+  assert.equal(toB!.outcome, 'done', JSON.stringify(toB));
+  assert.equal(toC!.outcome === 'failed' && toC!.code, 'EXPIRED', JSON.stringify(toC));
+  await toBob;
+  assert.equal(await sha256File(path.join(outBob, 'gone.bin')), sum);
+  await assert.rejects(toCarol, { code: 'EXPIRED' });
+  assert.deepEqual(await listTree(outCarol), [], "carol's partial file was removed");
+});
+
+test('the relay refuses a resume naming a leg that was not interrupted, and never offers a delivered leg again', async () => {
+  const h = await Harness.start();
+  cleanups.push(() => h.close());
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob');
+  const carol = await h.peer('carol');
+  const dave = await h.peer('dave');
+  await h.until(() => [bob, carol, dave].every((p) => alice.client.peers.has(p.identity.peerId)));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await writeRandomFile(path.join(src, 'once.bin'), 5 * DEFAULT_CHUNK_SIZE, 'once');
+  const sender = spySender(alice);
+  const toBob = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const toCarol = carol.nextOffer().then((o) => o.decline());
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'once.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  await Promise.all([toBob, toCarol]);
+  assert.deepEqual(
+    sent.recipients.map((r) => r.outcome),
+    ['done', 'declined'],
+  );
+  const original = sender.offers[0]!;
+  const [bobId, carolId, daveId] = [bob, carol, dave].map((p) => p.identity.peerId);
+
+  // A leg that was declined (not cut off by a dropped connection) cannot be resumed.
+  await assert.rejects(alice.client.offer({ ...original, resume: 3, resumeTo: [carolId!] }), { code: 'DUPLICATE_TRANSFER' });
+  // Nor one that is not a recipient of the offer, nor a resumeTo without a resume.
+  await assert.rejects(alice.client.offer({ ...original, resume: 3, resumeTo: [daveId!] }), { code: 'BAD_MESSAGE' });
+  await assert.rejects(alice.client.offer({ ...original, resumeTo: [bobId!] }), { code: 'BAD_MESSAGE' });
+  // Every recipient named, one of them declined: refused as a whole.
+  await assert.rejects(alice.client.offer({ ...original, resume: 3 }), { code: 'DUPLICATE_TRANSFER' });
+
+  // A delivered leg is not offered again: the relay tells the sender of its receipt instead.
+  const offersToBob: OfferMessage[] = [];
+  bob.client.on('offer', (o) => offersToBob.push(o));
+  const heard: string[] = [];
+  const stop = alice.client.register(original.transferId, {
+    answer: (m) => heard.push(`answer ${m.from} ${m.resumeFrom}`),
+    done: (m) => heard.push(`done ${m.from}`),
+  });
+  await alice.client.offer({ ...original, resume: 4, resumeTo: [bobId!] });
+  await h.until(() => heard.length === 2);
+  stop();
+  assert.deepEqual(heard, [`answer ${bobId} 5`, `done ${bobId}`]);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(offersToBob, [], 'bob was not offered the transfer again');
+  // And someone else's transfer cannot be resumed at all.
+  await assert.rejects(carol.client.offer({ ...original, resume: 5, resumeTo: [bobId!] }), { code: 'NOT_PARTICIPANT' });
+});
