@@ -13,12 +13,15 @@
  *   wormhole  magic-wormhole through its transit relay (skipped when not installed; external.ts)
  *   scp       scp -J through an sshd jump host (skipped when not installed or not root; external.ts)
  *   load      1,000 idle clients on one relay; 50 simultaneous transfers (load.ts)
+ *   memory    one sft transfer at each of several sizes (100 MiB, 1 GiB, 4 GiB): does peak RSS
+ *             stay flat as the file grows?
  *
  * Environment: SFT_BENCH_MB (default 1024), SFT_BENCH_RUNS (default 3),
  * SFT_BENCH_OUT (default .artifacts/bench.json), SFT_BENCH_ONLY (comma-separated parts from the
  * list above; also `npm run bench -- --only=load`), SFT_BENCH_LOAD_CLIENTS (default 1000),
- * SFT_BENCH_LOAD_TRANSFERS (default 50), SFT_BENCH_LOAD_MB (default 20), SFT_BENCH_NODE_FLAGS (Node flags
- * for every measured process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ * SFT_BENCH_LOAD_TRANSFERS (default 50), SFT_BENCH_LOAD_MB (default 20), SFT_BENCH_MEMORY_MB (default
+ * 100,1024,4096), SFT_BENCH_NODE_FLAGS (Node flags for every measured process, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof"), SFT_BENCH_VERBOSE (user and system CPU per process).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -38,10 +41,10 @@ interface RunFigures {
   redis?: { cpuSeconds: number; usedMemoryPeakBytes: number };
 }
 
-const PARTS = ['tcp', 'sft', 'cluster', 'wormhole', 'scp', 'load'] as const;
+const PARTS = ['tcp', 'sft', 'cluster', 'wormhole', 'scp', 'load', 'memory'] as const;
 type Part = (typeof PARTS)[number];
 /** The result names in bench.json (kept from earlier versions). */
-const PATH_NAMES: Record<Exclude<Part, 'load'>, string> = { tcp: 'tcp-relay', sft: 'sft', cluster: 'sft-2-nodes', wormhole: 'wormhole', scp: 'scp-jump' };
+const PATH_NAMES: Record<Exclude<Part, 'load' | 'memory'>, string> = { tcp: 'tcp-relay', sft: 'sft', cluster: 'sft-2-nodes', wormhole: 'wormhole', scp: 'scp-jump' };
 
 function selectedParts(): Set<Part> {
   const arg = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -112,6 +115,33 @@ async function redisCpu(redis: Awaited<ReturnType<typeof startRedis>>): Promise<
   return Number(cpu.used_cpu_sys) + Number(cpu.used_cpu_user);
 }
 
+export interface MemoryFigures {
+  /** One sft transfer per size: peak RSS of each process, and its throughput. */
+  sizes: Array<{ mebibytes: number; mbPerSecond: number; peakRssMiB: Record<string, number> }>;
+  /** Largest peak ÷ smallest peak over the sizes, per process (1.0 = perfectly flat). */
+  spread: Record<string, number>;
+}
+
+/** Peak RSS of relay, sender and receiver for one sft transfer at each size (flat = it streams). */
+async function runMemory(work: string, sizesMiB: number[]): Promise<MemoryFigures> {
+  const sizes: MemoryFigures['sizes'] = [];
+  for (const mebibytes of sizesMiB) {
+    const file = path.join(work, `memory-${mebibytes}.bin`);
+    const outDir = path.join(work, `memory-out-${mebibytes}`);
+    process.stdout.write(`memory: ${mebibytes} MiB through sft…\n`);
+    await randomFile(file, mebibytes * 2 ** 20);
+    const figures = await runSft(work, file, outDir, 1000 + mebibytes);
+    if ((await sha256File(path.join(outDir, path.basename(file)))) !== (await sha256File(file))) throw new Error(`sft corrupted the ${mebibytes} MiB file`);
+    await fs.rm(outDir, { recursive: true });
+    await fs.rm(file);
+    const peakRssMiB = Object.fromEntries(Object.entries(figures.processes).map(([name, f]) => [name, f.maxRssBytes / 2 ** 20]));
+    sizes.push({ mebibytes, mbPerSecond: (mebibytes * 2 ** 20) / 1e6 / figures.seconds, peakRssMiB });
+  }
+  const names = Object.keys(sizes[0]?.peakRssMiB ?? {});
+  const spread = Object.fromEntries(names.map((n) => [n, Math.max(...sizes.map((x) => x.peakRssMiB[n]!)) / Math.min(...sizes.map((x) => x.peakRssMiB[n]!))]));
+  return { sizes, spread };
+}
+
 function haveRedis(): boolean {
   return spawnSync('redis-server', ['--version']).status === 0;
 }
@@ -151,7 +181,7 @@ interface Goal {
   note?: string;
 }
 
-function goals(summary: Record<string, Summary>, size: number, idle?: IdleFigures, transfers?: TransfersFigures): Goal[] {
+function goals(summary: Record<string, Summary>, size: number, idle?: IdleFigures, transfers?: TransfersFigures, memory?: MemoryFigures): Goal[] {
   const sft = summary.sft;
   const tcp = summary['tcp-relay'];
   const others = ['wormhole', 'scp-jump'].map((n) => summary[n]).filter((s): s is Summary => s !== undefined);
@@ -166,6 +196,9 @@ function goals(summary: Record<string, Summary>, size: number, idle?: IdleFigure
   add('sft relay peak RSS MiB', sft?.peakRssMiB.relay, '≤ 80 (1 GiB file)', (v) => v <= 80, size === GiB ? undefined : `measured with ${formatBytes(size)}, not 1 GiB`);
   add(`relay RSS MiB with ${idle?.clients ?? 1000} idle clients`, idle?.relayRssAfterMiB, '≤ 150 (1,000 clients)', (v) => v <= 150);
   add(`aggregate ÷ single throughput, ${transfers?.transfers ?? 50} simultaneous transfers`, transfers?.ratio, '≥ 80%', (v) => v >= 0.8);
+  const sizes = memory ? memory.sizes.map((x) => `${x.mebibytes}`).join(', ') + ' MiB' : '100 MiB to 4 GiB';
+  const flattest = memory ? Math.max(...Object.values(memory.spread)) : undefined;
+  add(`peak RSS, largest ÷ smallest over ${sizes} (worst of relay, sender, receiver)`, flattest, '≤ 1.1×', (v) => v <= 1.1);
   return out;
 }
 
@@ -250,7 +283,12 @@ async function main() {
     const summary = Object.fromEntries(Object.entries(results).map(([name, list]) => [name, summarise(list, size)]));
     const sft = summary.sft;
     const tcp = summary['tcp-relay'];
-    const goalList = goals(summary, size, idle, transfers);
+    let memory: MemoryFigures | undefined;
+    if (parts.has('memory')) {
+      const sizesMiB = (process.env.SFT_BENCH_MEMORY_MB ?? '100,1024,4096').split(',').map(Number).filter((n) => n > 0);
+      memory = await runMemory(work, sizesMiB);
+    }
+    const goalList = goals(summary, size, idle, transfers, memory);
     const report = {
       date: new Date().toISOString(),
       machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / GiB), node: process.version, platform: `${os.platform()} ${os.release()}` },
@@ -261,6 +299,7 @@ async function main() {
       results: summary,
       skipped,
       ...(idle || transfers ? { load: { idle, transfers } } : {}),
+      ...(memory ? { memory } : {}),
       goals: goalList,
       benchSeconds: 0,
     };
@@ -297,6 +336,10 @@ async function main() {
           `(each took ${t.perTransferSeconds.min.toFixed(1)}–${t.perTransferSeconds.max.toFixed(1)} s, median ${t.perTransferSeconds.median.toFixed(1)}); one transfer alone with the same ${t.transfers * t.fileMiB} MiB: ${t.singleMBps.toFixed(0)} MB/s ` +
           `(${t.singleSeconds.map((s) => s.toFixed(1)).join(' s before, ')} s after); relay ${t.relayCpuSecondsPerGiB.toFixed(1)} CPU s per GiB, peak RSS ${t.relayPeakRssMiB.toFixed(0)} MiB\n`,
       );
+    }
+    if (memory) {
+      process.stdout.write('\n| file | MB/s | peak RSS MiB (relay / sender / receiver) |\n|---|---|---|\n');
+      for (const x of memory.sizes) process.stdout.write(`| ${x.mebibytes} MiB | ${x.mbPerSecond.toFixed(0)} | ${fixed(x.peakRssMiB.relay, 0)} / ${fixed(x.peakRssMiB.sender, 0)} / ${fixed(x.peakRssMiB.receiver, 0)} |\n`);
     }
     process.stdout.write('\n| goal | measured | target | met |\n|---|---|---|---|\n');
     for (const g of goalList) {
