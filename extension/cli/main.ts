@@ -84,7 +84,7 @@ async function connect(options: CommonOptions, beforeJoin?: (client: RelayClient
 }
 
 const KEY_CHANGED_WARNING = (peer: PeerInfo) =>
-  `WARNING: KEY CHANGED. The name "${escapeForDisplay(peer.name)}" was verified with a different key; this may be someone else, or a relay in the middle. Run "sft verify ${escapeForDisplay(peer.name)}" and compare safety numbers.`;
+  `WARNING: KEY CHANGED. The name "${escapeForDisplay(peer.name)}" belongs to a different key (the one first met with it, or the one you verified); this may be someone else, or a relay in the middle. Run "sft verify ${escapeForDisplay(peer.name)}" and compare safety numbers.`;
 
 function describePeer(peer: PeerInfo, trust: TrustBook): string {
   const verdict = trust.verdict(peer.peerId, peer.name);
@@ -118,7 +118,7 @@ function program(): Command {
       const { client, trust } = await connect(options);
       const peers = [...client.peers.values()].sort((a, b) => a.name.localeCompare(b.name));
       if (options.json) {
-        process.stdout.write(JSON.stringify(peers.map((p) => ({ peerId: p.peerId, name: p.name, verified: trust.isVerified(p.peerId) }))) + '\n');
+        process.stdout.write(JSON.stringify(peers.map((p) => ({ peerId: p.peerId, name: p.name, verified: trust.verdict(p.peerId, p.name) === 'verified', trust: trust.verdict(p.peerId, p.name) }))) + '\n');
       } else if (peers.length === 0) {
         process.stdout.write('Nobody else is online.\n');
       } else {
@@ -133,6 +133,7 @@ function program(): Command {
     .action(async (peerName: string, options: CommonOptions & { yes?: boolean }) => {
       const { client, trust, trustFile, identity } = await connect(options);
       const peer = client.findPeer(peerName);
+      if (trust.verdict(peer.peerId, peer.name) === 'changed') process.stderr.write(`${KEY_CHANGED_WARNING(peer)}\nVerifying this key makes it the one "${escapeForDisplay(peer.name)}" is pinned to.\n`);
       process.stdout.write(`Safety number with ${escapeForDisplay(peer.name)}:\n\n  ${safetyNumber(identity, peerIdentity(peer))}\n\nRead it to each other (in person or on a call). If it matches, nobody sits between you.\n`);
       const ok = options.yes || (process.stdin.isTTY && (await confirm('Do the numbers match?')));
       if (ok) {
@@ -149,7 +150,7 @@ function program(): Command {
     .argument('<paths...>', 'files or folders')
     .requiredOption('--to <peers>', 'recipients: names or peer ids, comma-separated')
     .option('--json', 'print the result as JSON')
-    .option('--trust-changed-key', 'send even to a peer whose key changed since you verified it')
+    .option('--trust-changed-key', 'send even to a peer whose key changed (its name was first met, or verified, with another key)')
     .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
       const { client, trust, journal } = await connect(options);
       const names = options.to.split(',').map((s) => s.trim());

@@ -1,7 +1,9 @@
 /**
  * Trust on first use, then pinning, as SSH and Signal do. A peer id is a hash of the peer's keys,
  * so "the key changed" shows up as a known display name arriving with a new id. The store records
- * which ids the user has verified (by comparing safety numbers) and which id each name had.
+ * every id met (with the name it first had, in order of first contact) and which ids the user has
+ * verified (by comparing safety numbers). A name is pinned to the first id met with it, and moves
+ * only when the user verifies another id under that name.
  */
 import fs from 'node:fs/promises';
 import { collisionKey } from './names';
@@ -27,20 +29,46 @@ export class TrustBook {
     return this.state;
   }
 
+  /** This id's keys were verified at some point (whatever name they now use; see verdict()). */
   isVerified(peerId: string): boolean {
     return this.state.peers[peerId]?.verifiedAt !== undefined;
   }
 
   /**
-   * Classifies a peer: verified; seen before; new; or changed, when a name the user verified
-   * under another id now arrives with this one (a new key, or someone else using the name).
+   * The id a name is pinned to: the one most recently verified under that name, or, while none is,
+   * the one met first (trust on first use). Names compare as file names do: "ALICE", "Alice" and
+   * "Ａｌｉｃｅ" are one name to a person reading them. Ties keep the book's order, which is the
+   * order of first contact.
+   */
+  pinnedId(name: string): string | undefined {
+    const key = collisionKey(name);
+    let pinned: [string, TrustRecord] | undefined;
+    for (const entry of Object.entries(this.state.peers)) {
+      const [, r] = entry;
+      if (collisionKey(r.name) !== key) continue;
+      if (!pinned) {
+        pinned = entry;
+        continue;
+      }
+      const p = pinned[1];
+      if (r.verifiedAt !== undefined) {
+        if (p.verifiedAt === undefined || r.verifiedAt > p.verifiedAt) pinned = entry;
+      } else if (p.verifiedAt === undefined && r.firstSeen < p.firstSeen) {
+        pinned = entry;
+      }
+    }
+    return pinned?.[0];
+  }
+
+  /**
+   * Classifies a peer arriving as `name`: 'changed' when that name is pinned to another id (a new
+   * key, or someone else using the name), until this id is verified; otherwise 'verified' once the
+   * user compared safety numbers with it, 'seen' when met before, 'new' on first contact.
    */
   verdict(peerId: string, name: string): TrustVerdict {
+    const pinned = this.pinnedId(name);
+    if (pinned !== undefined && pinned !== peerId) return 'changed';
     if (this.isVerified(peerId)) return 'verified';
-    // Names compare as file names do: "ALICE" and "Alice" are one name to a person reading them.
-    const key = collisionKey(name);
-    const other = Object.entries(this.state.peers).find(([id, r]) => id !== peerId && collisionKey(r.name) === key && r.verifiedAt !== undefined);
-    if (other) return 'changed';
     return this.state.peers[peerId] ? 'seen' : 'new';
   }
 
@@ -51,9 +79,14 @@ export class TrustBook {
     return true;
   }
 
+  /** The user compared safety numbers: `name` is pinned to this id from now on. */
   markVerified(peerId: string, name: string): void {
     const record = this.state.peers[peerId];
-    this.state.peers[peerId] = { name, firstSeen: record?.firstSeen ?? new Date().toISOString(), verifiedAt: new Date().toISOString() };
+    const now = new Date().toISOString();
+    // Strictly later than any earlier verification, so this one wins the pin even within a millisecond.
+    const latest = Object.values(this.state.peers).reduce<string | undefined>((max, r) => (r.verifiedAt !== undefined && (max === undefined || r.verifiedAt > max) ? r.verifiedAt : max), undefined);
+    const verifiedAt = latest !== undefined && latest >= now ? new Date(Date.parse(latest) + 1).toISOString() : now;
+    this.state.peers[peerId] = { name, firstSeen: record?.firstSeen ?? now, verifiedAt };
   }
 }
 

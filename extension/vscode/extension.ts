@@ -14,6 +14,7 @@ import { Receiver, openReceived, revealReceived, type SaveTarget } from './recei
 import { RelayHost, parseInvite } from './relay-host';
 import { Sender, wasShown, type SendToOptions } from './send';
 import { Session } from './session';
+import { answerPromptsForTests, ask, type PromptAnswerer } from './prompts';
 import { settings } from './settings';
 import { StatusBar } from './status-bar';
 import { Transfers, TransfersView, type TransferEntry } from './transfers';
@@ -26,7 +27,11 @@ export interface SecureFileTransferApi {
   readonly peersView: vscode.TreeDataProvider<PeerInfo> & vscode.TreeDragAndDropController<PeerInfo>;
   readonly transfersView: vscode.TreeDataProvider<TransferEntry>;
   /** Only when VS Code runs the extension's tests (ExtensionMode.Test): to check where secrets went. */
-  readonly testing?: { readonly context: vscode.ExtensionContext };
+  readonly testing?: {
+    readonly context: vscode.ExtensionContext;
+    /** Answers the trust prompts (prompts.ts) instead of showing them, until disposed. */
+    readonly answerPrompts: (answer: PromptAnswerer) => vscode.Disposable;
+  };
 }
 
 /** Kept so deactivate can wait for the embedded relay to close its port and audit log. */
@@ -276,11 +281,12 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const identity = await session.identity();
     const number = safetyNumber(identity, peerIdentity(peer));
     const verdict = session.verdict(peer);
-    const choice = await vscode.window.showInformationMessage(
+    const choice = await ask(
+      'info',
       `Safety number with ${safeText(peer.name)}`,
       {
         modal: true,
-        detail: `${number}\n\nRead these digits to each other on a call or in person. If they match, nobody sits between you.${verdict === 'changed' ? '\n\nThis name was verified before with a different key.' : ''}\n\nTheir fingerprint: ${fingerprint(peerIdentity(peer))}`,
+        detail: `${number}\n\nRead these digits to each other on a call or in person. If they match, nobody sits between you.${verdict === 'changed' ? '\n\nKEY CHANGED: this name was first met, or verified, with a different key. If the numbers match, this key takes the name from now on.' : ''}\n\nTheir fingerprint: ${fingerprint(peerIdentity(peer))}`,
       },
       'They Match',
     );
@@ -361,7 +367,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   if (settings.autoConnect() && settings.relayUrl()) void moveInviteTokenOutOfSettings().then((url) => quietConnect(url));
 
-  return { session, transfers, relayHost, peersView, transfersView, ...(context.extensionMode === vscode.ExtensionMode.Test ? { testing: { context } } : {}) };
+  return { session, transfers, relayHost, peersView, transfersView, ...(context.extensionMode === vscode.ExtensionMode.Test ? { testing: { context, answerPrompts: answerPromptsForTests } } : {}) };
 }
 
 export async function deactivate(): Promise<void> {

@@ -53,7 +53,7 @@ export class PeersView implements vscode.TreeDataProvider<PeerInfo>, vscode.Tree
       verdict === 'verified'
         ? 'You compared safety numbers with this peer.'
         : verdict === 'changed'
-          ? 'This name was verified with a different key. It may be someone else, or a relay in the middle. Verify again before sending.'
+          ? 'KEY CHANGED: this name belongs to a different key (the one first met with it, or the one you verified). It may be someone else, or a relay in the middle. Verify again before sending or accepting files.'
           : 'Not verified: compare safety numbers (Verify…) to be sure who this is.',
     ].join('\n');
     item.contextValue = `peer.${verdict}`;

@@ -21,6 +21,7 @@ import { progressReporter, reportConnection } from './progress';
 import { settings } from './settings';
 import { describeNames, topLevelNames, type TransferEntry, type Transfers } from './transfers';
 import type { Log } from './log';
+import { ask } from './prompts';
 
 const SAVE = 'Save…';
 const SAVE_FOLDER = 'Save to Folder…';
@@ -123,8 +124,10 @@ export class Receiver {
     const what = `${describeNames(names)} (${offer.fileCount === 1 ? '' : `${offer.fileCount} files, `}${formatBytes(offer.totalBytes)})`;
     const single = isSingleFile(offer);
     if (offer.senderTrust === 'changed') {
-      const choice = await vscode.window.showWarningMessage(
-        `KEY CHANGED: ${sender} wants to send you ${what}, but this name was verified with a different key. It may be someone else, or a relay in the middle.`,
+      const choice = await ask(
+        'warning',
+        `KEY CHANGED: ${sender} wants to send you ${what}, but this name belongs to a different key (the one first met with it, or the one you verified). It may be someone else, or a relay in the middle.`,
+        {},
         VERIFY,
         DECLINE,
       );
@@ -170,8 +173,9 @@ export class Receiver {
     }
     if (entry.status !== 'offer' || !offer) throw new SftError('UNKNOWN_TRANSFER', 'This offer is no longer waiting for an answer.');
     if (this.verdictOf(offer.sender) === 'changed') {
-      const ok = await vscode.window.showWarningMessage(
-        `KEY CHANGED: ${entry.peerLabel}'s key is not the one you verified.`,
+      const ok = await ask(
+        'warning',
+        `KEY CHANGED: ${entry.peerLabel}'s key is not the one you first met or verified under that name.`,
         { modal: true, detail: 'Accept these files only if you know why the key changed. Comparing safety numbers again (Verify…) removes this warning.' },
         'Accept Anyway',
       );

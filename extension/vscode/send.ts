@@ -18,6 +18,7 @@ import { settings } from './settings';
 import type { Session } from './session';
 import { describeNames, topLevelNames, type Transfers } from './transfers';
 import type { Log } from './log';
+import { ask } from './prompts';
 
 /** Trailing argument for scripted use (keybindings, other extensions, tests): who to send to. */
 export interface SendToOptions {
@@ -99,7 +100,7 @@ export class Sender {
       return {
         label: safeText(peer.name),
         description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
-        detail: verdict === 'changed' ? 'This name was verified with a different key: verify again before sending.' : undefined,
+        detail: verdict === 'changed' ? 'This name belongs to a different key (the one first met with it, or the one you verified): verify again before sending.' : undefined,
         peer,
       };
     });
@@ -121,8 +122,9 @@ export class Sender {
     for (const peer of peers) {
       if (this.session.verdict(peer) !== 'changed') continue;
       // Pinned keys: a changed key needs an explicit yes each time, until verified again.
-      const answer = await vscode.window.showWarningMessage(
-        `KEY CHANGED: "${safeText(peer.name)}" was verified with a different key.`,
+      const answer = await ask(
+        'warning',
+        `KEY CHANGED: "${safeText(peer.name)}" is not the key you first met or verified under that name.`,
         { modal: true, detail: 'This may be someone else using the name, or a relay in the middle. Compare safety numbers before sending anything sensitive.' },
         'Verify…',
         'Send Anyway',
@@ -171,7 +173,7 @@ export class Sender {
           }).finally(() => connection.dispose());
         },
       );
-      this.report(result, peers, names);
+      this.report(result, peers, names, controller.signal.aborted);
       return result;
     } catch (error) {
       const e = toSftError(error);
@@ -185,13 +187,16 @@ export class Sender {
     }
   }
 
-  private report(result: SendResult, peers: readonly PeerInfo[], names: readonly string[]): void {
+  /** `cancelledHere`: the user stopped it (Cancel), so legs it cancelled are no failure to report. */
+  private report(result: SendResult, peers: readonly PeerInfo[], names: readonly string[], cancelledHere = false): void {
     const nameOf = (peerId: string) => safeText(peers.find((p) => p.peerId === peerId)?.name ?? peerId);
     const what = names.length === 1 ? names[0]! : `${result.files} files`;
     const delivered = result.recipients.filter((r) => r.outcome === 'done');
     const failed = result.recipients.filter((r): r is Extract<RecipientOutcome, { outcome: 'failed' }> => r.outcome === 'failed');
     const declined = result.recipients.filter((r) => r.outcome === 'declined');
-    const status = delivered.length > 0 ? 'done' : declined.length === result.recipients.length ? 'declined' : 'failed';
+    const cancelled = failed.filter((r) => r.code === 'CANCELLED');
+    const status =
+      delivered.length > 0 ? 'done' : declined.length === result.recipients.length ? 'declined' : cancelled.length > 0 && cancelled.length + declined.length === result.recipients.length ? 'cancelled' : 'failed';
     const firstFailure = failed[0];
     this.transfers.update(result.transferId, { status, ...(firstFailure && status === 'failed' ? { error: { code: firstFailure.code, message: firstFailure.message } } : {}) });
     if (delivered.length > 0) {
@@ -201,6 +206,7 @@ export class Sender {
     }
     for (const r of declined) void vscode.window.showInformationMessage(`${nameOf(r.peerId)} declined ${what}.`);
     for (const r of failed) {
+      if (cancelledHere && r.code === 'CANCELLED') continue;
       this.log.warn(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`);
       const peer = peers.find((p) => p.peerId === r.peerId);
       void this.offerRetry(`Not delivered to ${nameOf(r.peerId)}: ${safeText(r.message)} (${r.code})`, this.transfers.get(result.transferId)?.sources ?? [], peer ? [peer] : []);
@@ -261,7 +267,7 @@ export class Sender {
           }).finally(() => connection.dispose());
         })
         .then(
-          (result) => this.report(result, peers, names),
+          (result) => this.report(result, peers, names, controller.signal.aborted),
           (error: unknown) => {
             const e = toSftError(error);
             this.transfers.fail(record.transferId, e);

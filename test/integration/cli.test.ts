@@ -140,6 +140,53 @@ test('a verified name that comes back with another key is flagged loudly and nee
   await assert.rejects(fs.readdir(path.join(work, 'tofu-frank')), { code: 'ENOENT' });
 });
 
+test('a name only seen (never verified) that comes back with another key is KEY CHANGED too: pinned on first contact', async () => {
+  // lee meets kim once, without verifying.
+  const kim = start('sft', ['receive', '--out', path.join(work, 'pin-kim'), ...as('kim')], env);
+  await waitForLine(kim.stderr, /Waiting for files/);
+  const met = await run('sft', ['peers', ...as('lee')], env);
+  assert.match(met.stdout, /kim \([a-z2-7]{8}, not verified\)/);
+  await kim.stop();
+  // Someone else now uses the name (in another case: names fold like file names).
+  const impostor = ['--name', 'KIM', '--identity', path.join(work, 'id-kim-impostor')];
+  const receiving = start('sft', ['receive', '--out', path.join(work, 'pin-impostor'), '--yes', '--once', ...impostor], env);
+  await waitForLine(receiving.stderr, /Waiting for files/);
+  const peers = await run('sft', ['peers', ...as('lee')], env);
+  assert.match(peers.stdout, /KIM \([a-z2-7]{8}, KEY CHANGED: verify again\)/);
+  const json = await run('sft', ['peers', '--json', ...as('lee')], env);
+  assert.deepEqual((JSON.parse(json.stdout) as Array<{ name: string; verified: boolean; trust: string }>).map((p) => [p.name, p.verified, p.trust]), [['KIM', false, 'changed']]);
+  const src = path.join(work, 'pin');
+  await writeRandomFile(path.join(src, 'note.txt'), 50);
+  const refused = await run('sft', ['send', path.join(src, 'note.txt'), '--to', 'KIM', ...as('lee')], env);
+  assert.equal(refused.code, EXIT_CODES.security, refused.stderr);
+  assert.match(refused.stderr, /WARNING: KEY CHANGED/);
+  await receiving.stop();
+  await assert.rejects(fs.readdir(path.join(work, 'pin-impostor')), { code: 'ENOENT' }, 'nothing was offered');
+});
+
+test('after sft verify of the new key, no --trust-changed-key is needed any more (until verified again)', async () => {
+  // The key kim met lee with above is the pin; lee now compares safety numbers with the new one.
+  const impostor = ['--name', 'KIM', '--identity', path.join(work, 'id-kim-impostor')];
+  const receiving = start('sft', ['receive', '--out', path.join(work, 'pin-verified'), '--yes', '--once', ...impostor], env);
+  await waitForLine(receiving.stderr, /Waiting for files/);
+  const verified = await run('sft', ['verify', 'KIM', '--yes', ...as('lee')], env);
+  assert.equal(verified.code, EXIT_CODES.ok, verified.stderr);
+  assert.match(verified.stderr, /WARNING: KEY CHANGED/, 'verify says the name had another key');
+  assert.match(verified.stdout, /Marked KIM as verified/);
+  const peers = await run('sft', ['peers', ...as('lee')], env);
+  assert.match(peers.stdout, /KIM \([a-z2-7]{8}, verified\)/);
+  const sent = await run('sft', ['send', path.join(work, 'pin', 'note.txt'), '--to', 'KIM', ...as('lee')], env);
+  assert.equal(sent.code, EXIT_CODES.ok, sent.stderr);
+  assert.doesNotMatch(sent.stderr, /KEY CHANGED/);
+  assert.equal(await receiving.exited, EXIT_CODES.ok);
+  // The pin moved: the first key coming back under the name is now the changed one.
+  const old = start('sft', ['receive', '--out', path.join(work, 'pin-old'), ...as('kim')], env);
+  await waitForLine(old.stderr, /Waiting for files/);
+  const back = await run('sft', ['peers', ...as('lee')], env);
+  await old.stop();
+  assert.match(back.stdout, /kim \([a-z2-7]{8}, KEY CHANGED: verify again\)/);
+});
+
 test('Ctrl-C in sft receive cancels the transfer under way and leaves nothing partial', async () => {
   const src = path.join(work, 'interrupt');
   const out = path.join(work, 'interrupted');

@@ -10,8 +10,11 @@ import type { AddressInfo } from 'node:net';
 import crypto from 'node:crypto';
 import { Server } from 'socket.io';
 import { RelayClient } from '../../extension/core/client';
-import { Identity } from '../../extension/core/crypto/identity';
-import { PROTOCOL_VERSION, SOCKET_PATH, peerInfo, type PeerInfo } from '../../extension/core/protocol';
+import { Identity, safetyNumber } from '../../extension/core/crypto/identity';
+import { TrustBook } from '../../extension/core/trust';
+import { Inbox, type IncomingOffer } from '../../extension/core/transfer/receiver';
+import os from 'node:os';
+import { PROTOCOL_VERSION, SOCKET_PATH, peerIdentity, peerInfo, type PeerInfo } from '../../extension/core/protocol';
 import type { SftError } from '../../extension/core/errors';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -182,3 +185,68 @@ function swapChunks(a: number, b: number): Tampering {
     },
   };
 }
+
+test("a relay that presents Mallory's keys under Bob's name, in presence and in an offer: KEY CHANGED, and another safety number", async () => {
+  const aliceId = Identity.generate();
+  const bob = Identity.generate();
+  const mallory = Identity.generate();
+  const book = new TrustBook();
+  // First contact through a faithful listing: the name "bob" is pinned to Bob's key (not verified).
+  const faithful = await hostileRelay([peerInfo(bob, 'bob')], []);
+  const first = new RelayClient({ url: faithful.url, identity: aliceId, name: 'alice', reconnect: false });
+  try {
+    await first.connect();
+    for (const p of first.peers.values()) book.remember(p.peerId, p.name);
+  } finally {
+    first.close();
+    await faithful.close();
+  }
+  assert.equal(book.verdict(bob.peerId, 'bob'), 'seen');
+  // What Bob reads out on the call, computed on his side with the real keys; Alice gets the same with them.
+  const bobReads = safetyNumber(bob, aliceId);
+  assert.equal(safetyNumber(aliceId, peerIdentity(peerInfo(bob, 'bob'))), bobReads);
+
+  // Presence: the relay lists Mallory's keys as "Bob" (under Mallory's own id: a forged id is dropped, above).
+  const swapping = await hostileRelay([peerInfo(mallory, 'Bob')], []);
+  const second = new RelayClient({ url: swapping.url, identity: aliceId, name: 'alice', reconnect: false });
+  try {
+    await second.connect();
+    const presented = second.findPeer('bob');
+    assert.equal(presented.peerId, mallory.peerId);
+    assert.equal(book.verdict(presented.peerId, presented.name), 'changed');
+    assert.notEqual(safetyNumber(aliceId, peerIdentity(presented)), bobReads, 'comparing numbers exposes the swap');
+  } finally {
+    second.close();
+    await swapping.close();
+  }
+
+  // An offer: the relay lets Mallory in as "bob"; the offer is signed with Mallory's keys, so that is who it names.
+  const relay = await startHostileRelay();
+  const alice = new RelayClient({ url: relay.url, identity: aliceId, name: 'alice', reconnect: false });
+  const inbox = new Inbox(alice, { trustOf: (id, name) => book.verdict(id, name) });
+  const impostor = new RelayClient({ url: relay.url, identity: mallory, name: 'bob', reconnect: false });
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-swap-'));
+  try {
+    await alice.connect();
+    await impostor.connect();
+    for (let i = 0; !impostor.peers.has(aliceId.peerId); i++) {
+      assert.ok(i < 200, 'alice listed');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await writeRandomFile(path.join(dir, 'invoice.pdf'), 100);
+    const offered = new Promise<IncomingOffer>((resolve) => inbox.once('offer', resolve));
+    const sending = sendFiles(impostor, { paths: [path.join(dir, 'invoice.pdf')], to: [impostor.findPeer('alice')] });
+    const offer = await offered;
+    assert.equal(offer.sender.name, 'bob');
+    assert.equal(offer.senderTrust, 'changed');
+    assert.notEqual(safetyNumber(aliceId, peerIdentity(offer.sender)), bobReads);
+    offer.decline();
+    assert.equal((await sending).recipients[0]!.outcome, 'declined');
+  } finally {
+    inbox.dispose();
+    alice.close();
+    impostor.close();
+    await relay.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});

@@ -16,6 +16,76 @@ test('trust on first use, then pinning: a verified name arriving with another id
   assert.equal(book.verdict('id-mallory', 'ALICE'), 'changed');
   assert.equal(book.verdict('id-mallory', 'Ａｌｉｃｅ'), 'changed', 'fullwidth letters read the same');
   assert.equal(book.verdict('id-bob', 'Bob'), 'new');
+  assert.equal(book.verdict('id-alice', 'alice'), 'verified');
+});
+
+test('pinned on first contact: a name seen (not verified) with one id is "changed" when another id arrives with it', () => {
+  const book = new TrustBook();
+  book.remember('id-bob', 'Bob');
+  assert.equal(book.verdict('id-bob', 'Bob'), 'seen');
+  assert.equal(book.verdict('id-mallory', 'Bob'), 'changed', 'before it is even remembered');
+  book.remember('id-mallory', 'Bob');
+  assert.equal(book.verdict('id-mallory', 'Bob'), 'changed', 'remembering it does not make it the pin');
+  assert.equal(book.verdict('id-mallory', 'bob'), 'changed');
+  assert.equal(book.verdict('id-mallory', 'ＢＯＢ'), 'changed', 'case and width folded');
+  assert.equal(book.verdict('id-bob', 'Bob'), 'seen', 'the first id met keeps the name');
+  assert.equal(book.pinnedId('BOB'), 'id-bob');
+  // The same key under a name nobody had is not a change: it is the peer who renamed.
+  assert.equal(book.verdict('id-mallory', 'Mallory'), 'seen');
+});
+
+test('two ids seen with one name: the one met later is "changed", unless it is the one verified', () => {
+  const book = new TrustBook();
+  // Met in one presence list: the book's order (first contact) breaks the tie.
+  book.remember('id-first', 'Dana');
+  book.remember('id-second', 'DANA');
+  assert.equal(book.verdict('id-first', 'Dana'), 'seen');
+  assert.equal(book.verdict('id-second', 'DANA'), 'changed');
+  // Verifying the later one moves the pin to it, until verified again.
+  book.markVerified('id-second', 'DANA');
+  assert.equal(book.verdict('id-second', 'Dana'), 'verified');
+  assert.equal(book.verdict('id-first', 'Dana'), 'changed');
+  book.markVerified('id-first', 'Dana');
+  assert.equal(book.verdict('id-first', 'Dana'), 'verified');
+  assert.equal(book.verdict('id-second', 'Dana'), 'changed', 'the most recent verification wins, even within a millisecond');
+});
+
+test('an old key coming back after the new one was verified is "changed"', () => {
+  const book = new TrustBook();
+  book.remember('id-old', 'Erin');
+  book.markVerified('id-old', 'Erin');
+  book.remember('id-new', 'Erin');
+  assert.equal(book.verdict('id-new', 'Erin'), 'changed', 'Erin reset her keys');
+  book.markVerified('id-new', 'Erin');
+  assert.equal(book.verdict('id-new', 'Erin'), 'verified');
+  assert.equal(book.isVerified('id-old'), true, 'the old verification is kept on record');
+  assert.equal(book.verdict('id-old', 'Erin'), 'changed', 'but the old key no longer holds the name');
+  // A verified key taking another verified name is no less a change for whoever reads that name.
+  book.markVerified('id-frank', 'Frank');
+  assert.equal(book.verdict('id-frank', 'Erin'), 'changed');
+});
+
+test('pins survive a save and load (the CLI trust file), order of first contact included', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-trust-'));
+  try {
+    const file = path.join(dir, 'trust.json');
+    const book = new TrustBook();
+    book.remember('id-zed', 'Gus');
+    book.remember('id-abe', 'Gus');
+    book.remember('id-hal', 'Hal');
+    book.markVerified('id-hal', 'Hal');
+    await saveTrustFile(file, book);
+    const loaded = await loadTrustFile(file);
+    assert.equal(loaded.verdict('id-zed', 'Gus'), 'seen');
+    assert.equal(loaded.verdict('id-abe', 'Gus'), 'changed');
+    assert.equal(loaded.verdict('id-hal', 'Hal'), 'verified');
+    assert.equal(loaded.verdict('id-other', 'hal'), 'changed');
+    // The extension keeps the same state in VS Code's global state, as JSON: a round trip is the same.
+    const copy = new TrustBook(JSON.parse(JSON.stringify(book.snapshot)));
+    assert.equal(copy.verdict('id-abe', 'Gus'), 'changed');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('a damaged trust file is an error, never a silently empty book', async () => {

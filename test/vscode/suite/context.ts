@@ -8,6 +8,8 @@ import fs from 'node:fs';
 export interface SuiteContext {
   /** A running relay that requires `token`. */
   readonly relayUrl: string;
+  /** A relay with the same token whose resume grace is two seconds (--resume-grace 2). */
+  readonly shortGraceRelayUrl: string;
   readonly token: string;
   /** A scratch folder for files to send and receive. */
   readonly scratch: string;

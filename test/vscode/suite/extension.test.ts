@@ -19,6 +19,9 @@ import { sendFiles, type SendResult } from '../../../extension/core/transfer/sen
 import { peerInfo, type PeerInfo } from '../../../extension/core/protocol';
 import type { SecureFileTransferApi } from '../../../extension/vscode/extension';
 import type { TransferEntry } from '../../../extension/vscode/transfers';
+import type { Prompt } from '../../../extension/vscode/prompts';
+import type { SftError } from '../../../extension/core/errors';
+import { TrustBook, type TrustState } from '../../../extension/core/trust';
 import { startTapProxy } from '../../../scripts/tap-proxy';
 import { suiteContext, type SuiteContext } from './context';
 import { MemoryFileSystem } from './memfs';
@@ -55,6 +58,23 @@ async function teammate(ctx: Pick<SuiteContext, 'relayUrl' | 'token'>, name: str
 }
 
 const nextOffer = (inbox: Inbox) => new Promise<IncomingOffer>((resolve) => inbox.once('offer', resolve));
+
+/** Answers the extension's trust prompts (test mode only) and records them, until disposed. */
+function answerPrompts(api: SecureFileTransferApi, answer: (prompt: Prompt) => string | undefined): { seen: Prompt[]; dispose(): void } {
+  const seen: Prompt[] = [];
+  const registration = api.testing!.answerPrompts((prompt) => {
+    seen.push(prompt);
+    return answer(prompt);
+  });
+  return { seen, dispose: () => registration.dispose() };
+}
+
+/** How a one-recipient send ended, as the sender sees it. */
+function outcomeCode(outcome: SendResult | SftError): string {
+  if (outcome instanceof Error) return outcome.code;
+  const r = outcome.recipients[0]!;
+  return r.outcome === 'failed' ? r.code : r.outcome;
+}
 
 export function registerExtensionTests(): void {
   describe('Secure File Transfer in VS Code', function () {
@@ -379,6 +399,267 @@ export function registerExtensionTests(): void {
         const text = await fs.readFile(settingsFile, 'utf8').catch(() => '');
         for (const value of forbidden) assert.ok(!text.includes(value), 'a secret leaked into the workspace');
       }
+    });
+
+    it('flags a verified name that arrives with another key as KEY CHANGED in the Peers view', async function () {
+      const fake = await teammate(ctx, 'Bob');
+      cleanup.push(() => fake.client.closeGracefully());
+      const peer = await waitFor('the second Bob listed', () => api.session.peers.find((p) => p.peerId === fake.info.peerId));
+      const item = await api.peersView.getTreeItem(peer);
+      assert.equal(item.label, 'Bob');
+      assert.equal(item.description, '⚠ KEY CHANGED');
+      assert.equal(item.contextValue, 'peer.changed');
+      assert.equal((item.iconPath as vscode.ThemeIcon).id, 'warning');
+      assert.match(String(item.tooltip), /KEY CHANGED/);
+      const real = await api.peersView.getTreeItem(api.session.peers.find((p) => p.peerId === bob.info.peerId)!);
+      assert.equal(real.contextValue, 'peer.verified', 'the verified key keeps the name');
+      await fake.client.closeGracefully();
+      await waitFor('the second Bob gone', () => !api.session.peers.some((p) => p.peerId === fake.info.peerId));
+    });
+
+    // Trust on first use: Dave is only ever seen, never verified, and his name is still pinned.
+    let dave: Awaited<ReturnType<typeof teammate>>;
+
+    it('pins a name on first contact: a seen, unverified name arriving with another key is KEY CHANGED', async function () {
+      const first = await teammate(ctx, 'Dave');
+      const seen = await waitFor('Dave listed', () => api.session.peers.find((p) => p.peerId === first.info.peerId));
+      assert.equal((await api.peersView.getTreeItem(seen)).contextValue, 'peer.seen');
+      await first.client.closeGracefully();
+      await waitFor('Dave gone', () => !api.session.peers.some((p) => p.peerId === first.info.peerId));
+      // Another identity takes the name (in another case: names compare as file names do).
+      dave = await teammate(ctx, 'DAVE');
+      cleanup.push(() => dave.client.closeGracefully());
+      const peer = await waitFor('the new DAVE listed', () => api.session.peers.find((p) => p.peerId === dave.info.peerId));
+      const item = await api.peersView.getTreeItem(peer);
+      assert.equal(item.description, '⚠ KEY CHANGED');
+      assert.equal(item.contextValue, 'peer.changed');
+      assert.equal((item.iconPath as vscode.ThemeIcon).id, 'warning');
+      assert.match(String(item.tooltip), /KEY CHANGED/);
+      // The pin lives in global state, so it outlives this window.
+      const stored = api.testing!.context.globalState.get<TrustState>('sft.trust.v1');
+      assert.equal(new TrustBook(structuredClone(stored)).verdict(dave.info.peerId, 'DAVE'), 'changed');
+      assert.ok(stored?.peers[first.info.peerId], 'the first key is on record');
+    });
+
+    it('sends to a changed key only after an explicit yes in a modal warning', async function () {
+      const file = await randomFile(path.join(ctx.scratch, 'to-dave', 'plan.txt'), 2000);
+      const uri = vscode.Uri.file(file);
+      const dismissed = answerPrompts(api, () => undefined);
+      try {
+        let offered = false;
+        const spy = () => (offered = true);
+        dave.inbox.on('offer', spy);
+        const refused = await vscode.commands.executeCommand<SendResult | undefined>('secureFileTransfer.sendTo', uri, [uri], { to: [dave.info.peerId] });
+        await new Promise((r) => setTimeout(r, 300));
+        dave.inbox.off('offer', spy);
+        assert.equal(refused, undefined);
+        assert.equal(offered, false, 'nothing was offered without a yes');
+        assert.equal(dismissed.seen.length, 1);
+        const [prompt] = dismissed.seen;
+        assert.equal(prompt!.modal, true);
+        assert.equal(prompt!.severity, 'warning');
+        assert.match(prompt!.message, /^KEY CHANGED: "DAVE"/);
+        assert.deepEqual(prompt!.items, ['Verify…', 'Send Anyway']);
+      } finally {
+        dismissed.dispose();
+      }
+      const yes = answerPrompts(api, (p) => (p.items.includes('Send Anyway') ? 'Send Anyway' : undefined));
+      try {
+        const daveDir = path.join(ctx.scratch, 'dave-received');
+        const received = nextOffer(dave.inbox).then((offer) => offer.accept({ directory: daveDir }));
+        const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', uri, [uri], { to: [dave.info.peerId] });
+        assert.equal(result?.recipients[0]?.outcome, 'done');
+        assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(file));
+        assert.equal(yes.seen.length, 1, 'asked again: a yes is for one transfer');
+      } finally {
+        yes.dispose();
+      }
+    });
+
+    it('does not save an offer from a changed key without an explicit yes', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'dave-send', 'contract.pdf'), 4000);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const target = path.join(ctx.scratch, 'from-dave', 'contract.pdf');
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      const dismissed = answerPrompts(api, () => undefined);
+      let entry: TransferEntry;
+      const sent = sendFiles(dave.client, { paths: [source], to: [meInfo] });
+      try {
+        entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'contract.pdf'));
+        const warning = await waitFor('the KEY CHANGED warning', () => dismissed.seen.find((p) => /^KEY CHANGED: DAVE wants to send you/.test(p.message)));
+        assert.deepEqual(warning.items, ['Verify…', 'Decline']);
+        // Save (from the Transfers view, or scripted with a target) asks again, modally; dismissed, nothing is written.
+        await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
+        const modal = dismissed.seen.find((p) => p.modal);
+        assert.ok(modal && modal.items.includes('Accept Anyway'), 'Save asks in a modal dialog');
+        assert.equal(api.transfers.get(entry.id)?.status, 'offer', 'still waiting for an answer');
+        await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+      } finally {
+        dismissed.dispose();
+      }
+      const yes = answerPrompts(api, (p) => (p.items.includes('Accept Anyway') ? 'Accept Anyway' : undefined));
+      try {
+        await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
+        assert.equal((await sent).recipients[0]?.outcome, 'done');
+        assert.equal(await sha256(target), await sha256(source));
+        assert.equal(yes.seen.length, 1);
+      } finally {
+        yes.dispose();
+      }
+    });
+
+    it('needs no confirmation either way once the new key is verified (Verify Safety Number…)', async function () {
+      const prompts = answerPrompts(api, (p) => (p.items.includes('They Match') ? 'They Match' : undefined));
+      try {
+        const peer = api.session.peers.find((p) => p.peerId === dave.info.peerId)!;
+        await vscode.commands.executeCommand('secureFileTransfer.verifyPeer', peer);
+        const asked = prompts.seen.splice(0);
+        assert.equal(asked.length, 1);
+        assert.equal(asked[0]!.modal, true);
+        assert.match(asked[0]!.message, /^Safety number with DAVE$/);
+        const item = await api.peersView.getTreeItem(peer);
+        assert.equal(item.contextValue, 'peer.verified');
+        assert.match(String(item.description), /verified/);
+
+        const file = await randomFile(path.join(ctx.scratch, 'to-dave', 'plan-v2.txt'), 3000);
+        const daveDir = path.join(ctx.scratch, 'dave-received-verified');
+        const received = nextOffer(dave.inbox).then((offer) => offer.accept({ directory: daveDir }));
+        const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', vscode.Uri.file(file), undefined, { to: [dave.info.peerId] });
+        assert.equal(result?.recipients[0]?.outcome, 'done');
+        assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(file));
+
+        const source = await randomFile(path.join(ctx.scratch, 'dave-send', 'contract-v2.pdf'), 5000);
+        const sent = sendFiles(dave.client, { paths: [source], to: [peerInfo(api.session.requireClient().identity, 'me')] });
+        const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'contract-v2.pdf'));
+        const target = path.join(ctx.scratch, 'from-dave', 'contract-v2.pdf');
+        await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
+        assert.equal((await sent).recipients[0]?.outcome, 'done');
+        assert.equal(await sha256(target), await sha256(source));
+        assert.deepEqual(prompts.seen, [], 'no trust prompt, sending or receiving');
+      } finally {
+        prompts.dispose();
+      }
+    });
+
+    it('cancels an incoming transfer under way (Cancel Transfer): both ends see CANCELLED, nothing partial', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'cancel-in.bin'), 32 * 2 ** 20);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      let cancelled = false;
+      const sent = sendFiles(bob.client, {
+        paths: [source],
+        to: [meInfo],
+        onProgress: (p) => {
+          if (cancelled || p.bytes === 0) return;
+          cancelled = true;
+          // The receiving side's entry is the transfer itself: its id is the transfer id.
+          void vscode.commands.executeCommand('secureFileTransfer.cancelTransfer', p.transferId);
+        },
+      }).catch((e: SftError) => e);
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'cancel-in.bin'));
+      const folder = path.join(ctx.scratch, 'cancelled-in');
+      await fs.mkdir(folder, { recursive: true });
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(folder));
+      assert.equal(cancelled, true, 'cancelled while under way');
+      assert.equal(api.transfers.get(entry.id)?.status, 'cancelled');
+      assert.match(String((await api.transfersView.getTreeItem(api.transfers.get(entry.id)!)).description), /cancelled/);
+      assert.equal(outcomeCode(await sent), 'CANCELLED', 'the sender is told');
+      assert.deepEqual(await fs.readdir(folder), [], 'no partial file');
+    });
+
+    it('cancels an outgoing transfer under way (Cancel Transfer): both ends see CANCELLED, nothing partial', async function () {
+      const source = await randomFile(path.join(ctx.scratch, 'cancel', 'cancel-out.bin'), 32 * 2 ** 20);
+      const bobDir = path.join(ctx.scratch, 'bob-cancelled');
+      let cancelled = false;
+      const received = nextOffer(bob.inbox).then((offer) =>
+        offer
+          .accept({
+            directory: bobDir,
+            onProgress: (p) => {
+              if (cancelled || p.bytes === 0) return;
+              cancelled = true;
+              void vscode.commands.executeCommand('secureFileTransfer.cancelTransfer', offer.transferId);
+            },
+          })
+          .then(
+            () => new Error('received in full'),
+            (e: SftError) => e,
+          ),
+      );
+      const result = await vscode.commands.executeCommand<SendResult | undefined>('secureFileTransfer.sendTo', vscode.Uri.file(source), undefined, { to: [bob.info.peerId] });
+      assert.equal(cancelled, true, 'cancelled while under way');
+      assert.ok(result);
+      assert.equal(outcomeCode(result), 'CANCELLED');
+      const entry = api.transfers.get(result.transferId);
+      assert.equal(entry?.status, 'cancelled');
+      assert.match(String((await api.transfersView.getTreeItem(entry!)).description), /cancelled/);
+      assert.equal(((await received) as SftError).code, 'CANCELLED', 'the recipient is told');
+      assert.deepEqual(await fs.readdir(bobDir).catch(() => []), [], 'no partial file');
+    });
+
+    it("shows EXPIRED when a sender never comes back within the relay's resume grace, and keeps nothing partial", async function () {
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.shortGraceRelayUrl}#token=${encodeURIComponent(ctx.token)}`);
+      assert.equal(api.session.state, 'connected');
+      assert.equal(api.session.requireClient().relayLimits?.resumeGraceMs, 2000);
+      const erin = await teammate({ relayUrl: ctx.shortGraceRelayUrl, token: ctx.token }, 'Erin');
+      cleanup.push(() => erin.client.close());
+      const source = await randomFile(path.join(ctx.scratch, 'erin-send', 'gone.bin'), 32 * 2 ** 20);
+      let dropped = false;
+      const sent = sendFiles(erin.client, {
+        paths: [source],
+        to: [peerInfo(api.session.requireClient().identity, 'me')],
+        onProgress: (p) => {
+          if (dropped || p.bytes === 0) return;
+          dropped = true;
+          // Not a goodbye: the connection just goes, and never comes back.
+          erin.client.close();
+        },
+      }).catch((e: SftError) => e);
+      const entry = await waitFor<TransferEntry>('the offer', () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'gone.bin'));
+      const folder = path.join(ctx.scratch, 'expired-in');
+      await fs.mkdir(folder, { recursive: true });
+      await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(folder));
+      assert.equal(dropped, true);
+      assert.equal(api.transfers.get(entry.id)?.status, 'failed');
+      assert.equal(api.transfers.get(entry.id)?.error?.code, 'EXPIRED');
+      assert.match(String((await api.transfersView.getTreeItem(api.transfers.get(entry.id)!)).description), /failed: EXPIRED/);
+      assert.deepEqual(await fs.readdir(folder), [], 'the partial file was removed');
+      await sent;
+    });
+
+    it("shows EXPIRED when a recipient never comes back within the relay's resume grace", async function () {
+      const frank = await teammate({ relayUrl: ctx.shortGraceRelayUrl, token: ctx.token }, 'Frank');
+      cleanup.push(() => frank.client.close());
+      await waitFor('Frank listed', () => api.session.peers.some((p) => p.peerId === frank.info.peerId));
+      const source = await randomFile(path.join(ctx.scratch, 'expiring', 'never-there.bin'), 32 * 2 ** 20);
+      const frankDir = path.join(ctx.scratch, 'frank-expired');
+      let dropped = false;
+      const received = nextOffer(frank.inbox).then((offer) =>
+        offer
+          .accept({
+            directory: frankDir,
+            onProgress: (p) => {
+              if (dropped || p.bytes === 0) return;
+              dropped = true;
+              frank.client.close();
+            },
+          })
+          .then(
+            () => new Error('received in full'),
+            (e: SftError) => e,
+          ),
+      );
+      const result = await vscode.commands.executeCommand<SendResult | undefined>('secureFileTransfer.sendTo', vscode.Uri.file(source), undefined, { to: [frank.info.peerId] });
+      assert.equal(dropped, true);
+      assert.ok(result);
+      assert.equal(outcomeCode(result), 'EXPIRED');
+      const entry = api.transfers.get(result.transferId)!;
+      assert.equal(entry.status, 'failed');
+      assert.equal(entry.error?.code, 'EXPIRED');
+      assert.match(String((await api.transfersView.getTreeItem(entry)).description), /failed: EXPIRED/);
+      assert.equal(((await received) as SftError).code, 'EXPIRED', 'the recipient gave up too');
+      assert.deepEqual(await fs.readdir(frankDir).catch(() => []), [], 'no partial file at the recipient');
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
+      assert.equal(api.session.state, 'connected');
     });
 
     it('starts a relay inside VS Code, connects to it, admits only invite holders, and stops it', async function () {
