@@ -197,10 +197,14 @@ async function tearDown(t: Setup): Promise<void> {
 
 const output = (...ps: Running[]) => ps.map((p) => [...p.stdout, ...p.stderr].join('\n')).join('\n---\n');
 
-test('Bob\'s extension host is killed while receiving: VS Code restarts it and the file arrives whole, resumed from the journal', { timeout: 480_000 }, async () => {
-  const shots = path.join(SHOTS, 'receive');
+/**
+ * Alice (`sft send`) sends to Bob's window, which saves; mid-transfer Bob's extension host is
+ * killed (`kill`) or Bob reloads the window (`reload`); the next extension host finishes the job.
+ */
+async function receiveAcrossRestart(how: 'kill' | 'reload'): Promise<void> {
+  const shots = path.join(SHOTS, `receive-${how}`);
   await fs.rm(shots, { recursive: true, force: true });
-  const t = await setUp('receive');
+  const t = await setUp(`receive-${how}`);
   const { page } = t;
   try {
     const source = path.join(t.base, 'alice', 'big.bin');
@@ -218,23 +222,31 @@ test('Bob\'s extension host is killed while receiving: VS Code restarts it and t
     await offer.locator('.monaco-button', { hasText: 'Save to Downloads' }).first().click();
     await notificationToasts(page).filter({ hasText: 'Receiving big.bin from Alice' }).first().waitFor({ state: 'visible', timeout: 30_000 });
 
-    // Once some chunks are verified and journaled, Bob's extension host dies (SIGKILL: no
-    // deactivation, nothing cleaned up), as in a crash; VS Code starts a new one by itself.
+    // Once some chunks are verified and journaled, Bob's extension host goes away.
+    const reload = how === 'reload' ? await preparePaletteCommand(page, shots, 'Developer: Reload Window') : undefined;
     const before = await until('Bob\'s journal to record verified chunks', async () => {
       const [record] = await journals(journalDir, 'receive');
       return record && (record.verified ?? 0) >= 8 ? record : undefined;
     }, 60_000, 5);
     const hosts = extensionHostPids(t.server);
     assert.equal(hosts.length, 1, `one extension host for one window: ${hosts.join(', ')}`);
-    process.kill(hosts[0]!, 'SIGKILL');
+    if (reload) {
+      // A graceful stop: the extension deactivates, and must leave the transfer to the next host.
+      await reload();
+      await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
+      await screenshot(page, shots, 'bob-reloaded');
+    } else {
+      // SIGKILL: no deactivation, nothing cleaned up, as in a crash; VS Code starts a new one by itself.
+      process.kill(hosts[0]!, 'SIGKILL');
+      await until('the extension host to die', async () => (extensionHostPids(t.server).includes(hosts[0]!) ? undefined : true), 10_000);
+      // The workbench says so in the status bar (not asserted: it shows for a few seconds only).
+      await page.getByText('extension host terminated unexpectedly').first().waitFor({ state: 'visible', timeout: 10_000 }).catch(() => undefined);
+      await screenshot(page, shots, 'bob-extension-host-killed');
+    }
     const verifiedBefore = before.verified!;
-    assert.ok(verifiedBefore < CHUNKS, 'killed before the end');
-    await until('the extension host to die', async () => (extensionHostPids(t.server).includes(hosts[0]!) ? undefined : true), 10_000);
-    // The workbench says so in the status bar (not asserted: it shows for a few seconds only).
-    await page.getByText('extension host terminated unexpectedly').first().waitFor({ state: 'visible', timeout: 10_000 }).catch(() => undefined);
-    await screenshot(page, shots, 'bob-extension-host-killed');
-    const restarted = await until('VS Code to start a new extension host', async () => extensionHostPids(t.server)[0], 60_000, 100);
-    assert.notEqual(restarted, hosts[0]);
+    assert.ok(verifiedBefore < CHUNKS, 'stopped before the end');
+    const restarted = await until('a new extension host', async () => extensionHostPids(t.server).find((pid) => pid !== hosts[0]), 60_000, 100);
+    assert.ok(restarted);
 
     // The new extension host connects, reads the journal and continues without asking.
     const resumed = notificationToasts(page).filter({ hasText: /Resuming big\.bin from Alice \(chunk \d+ of \d+\)/ }).first();
@@ -274,7 +286,11 @@ test('Bob\'s extension host is killed while receiving: VS Code restarts it and t
   } finally {
     await tearDown(t);
   }
-});
+}
+
+test('Bob\'s extension host is killed while receiving: VS Code restarts it and the file arrives whole, resumed from the journal', { timeout: 480_000 }, () => receiveAcrossRestart('kill'));
+
+test('Bob reloads his window while receiving: the new extension host finishes the file from the journal, without asking again', { timeout: 480_000 }, () => receiveAcrossRestart('reload'));
 
 test('Bob reloads his window while sending: the new extension host carries the transfer to the end from the journal', { timeout: 480_000 }, async () => {
   const shots = path.join(SHOTS, 'send');
