@@ -54,32 +54,11 @@ const readAudit = async (file: string): Promise<AuditLine[]> =>
     .filter(Boolean)
     .map((line) => JSON.parse(line) as AuditLine);
 
-/**
- * The extension's journal folder in this server (`globalStorage/<id>/transfers`), wherever
- * code-server keeps global storage; found by looking, once the extension has created it.
- */
-function journalFolder(server: CodeServer): () => Promise<string | undefined> {
-  let found: string | undefined;
-  return async () => {
-    if (found) return found;
-    const queue = [server.root];
-    while (queue.length > 0) {
-      const dir = queue.shift()!;
-      for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
-        if (!e.isDirectory() || e.name === 'extensions' || e.name === 'node_modules' || e.name === 'xdg-cache') continue;
-        const full = path.join(dir, e.name);
-        if (e.name === EXTENSION_ID && path.basename(dir) === 'globalStorage') return (found = path.join(full, 'transfers'));
-        queue.push(full);
-      }
-    }
-    return undefined;
-  };
-}
+/** The extension's journal folder in this server: its global storage, under code-server's user data. */
+const journalFolder = (server: CodeServer) => path.join(server.userDataDir, 'User', 'globalStorage', EXTENSION_ID, 'transfers');
 
 /** The journals in `folder` of the given kind, parsed (temporary files being replaced are skipped). */
-async function journals(where: () => Promise<string | undefined>, kind: 'send' | 'receive'): Promise<Array<{ transferId: string; verified?: number; acked?: number }>> {
-  const folder = await where();
-  if (!folder) return [];
+async function journals(folder: string, kind: 'send' | 'receive'): Promise<Array<{ transferId: string; verified?: number; acked?: number }>> {
   const out = [];
   for (const name of await fs.readdir(folder).catch(() => [] as string[])) {
     if (!new RegExp(`^${kind}-.*\\.json$`).test(name)) continue;
