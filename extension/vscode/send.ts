@@ -167,6 +167,8 @@ export class Sender {
                 sources: [...uris],
                 recipients: [...peers],
                 cancel: () => controller.abort(),
+                // What sendFiles journals: one recipient, files on disk.
+                journaled: !local.temporary && peers.length === 1,
               });
             },
             onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
@@ -249,6 +251,7 @@ export class Sender {
         sources: record.paths.map((p) => vscode.Uri.file(p)),
         recipients: [...peers],
         cancel: () => controller.abort(),
+        journaled: true,
       });
       void vscode.window
         .withProgress({ location: vscode.ProgressLocation.Notification, title: `Resuming ${describeNames(names)} to ${peerLabel}`, cancellable: true }, (progress, token) => {

@@ -35,6 +35,11 @@ export interface TransferEntry {
   offer?: IncomingOffer;
   /** Stops the transfer while it is under way. */
   cancel?: () => void;
+  /**
+   * Kept in a journal (core/transfer/journal.ts): when the window closes or its extension host
+   * restarts, it is left to continue from the journal in the next one, not cancelled.
+   */
+  journaled?: boolean;
 }
 
 const KEEP_FINISHED = 50;
@@ -119,8 +124,10 @@ export class Transfers implements vscode.Disposable {
   }
 
   dispose(): void {
-    // VS Code is closing the window: stop what runs, so partial files are removed and peers are told.
-    for (const entry of this.entries.values()) entry.cancel?.();
+    // VS Code is closing the window (or restarting its extension host): stop what runs, so partial
+    // files are removed and peers are told; except journaled transfers, which the next extension
+    // host continues (cancelling them would tell the peer CANCELLED and remove the journal).
+    for (const entry of this.entries.values()) if (!entry.journaled) entry.cancel?.();
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.changeEmitter.dispose();
   }

@@ -54,6 +54,8 @@ export interface CodeServer {
   /** http://127.0.0.1:PORT, no trailing slash. */
   readonly url: string;
   readonly port: number;
+  /** code-server's process id (the leader of its process group). */
+  readonly pid: number;
   /** The temporary folder that holds all of this server's state; removed by stop(). */
   readonly root: string;
   readonly userDataDir: string;
@@ -267,7 +269,7 @@ export async function startCodeServer(opts: StartOptions = {}): Promise<CodeServ
 
       try {
         await waitForHealth(url, child, log, 60_000);
-        return { url, port, root, userDataDir, extensionsDir, log, stop };
+        return { url, port, pid: child.pid!, root, userDataDir, extensionsDir, log, stop };
       } catch (error) {
         const portTaken = log.some((line) => line.includes('EADDRINUSE'));
         if (child.exitCode === null && child.signalCode === null) killTree(child.pid!, 'SIGKILL');
@@ -280,6 +282,20 @@ export async function startCodeServer(opts: StartOptions = {}): Promise<CodeServ
     fs.rmSync(root, { recursive: true, force: true });
     throw error;
   }
+}
+
+/**
+ * The extension hosts `server` runs (one per connected window), by process id, from /proc: what a
+ * test kills to see what a crashed extension host leaves behind. Linux only; empty elsewhere.
+ */
+export function extensionHostPids(server: CodeServer): number[] {
+  return descendants(server.pid).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--type=extensionHost');
+    } catch {
+      return false;
+    }
+  });
 }
 
 function isLoopback(url: string): boolean {
