@@ -193,9 +193,9 @@ export class Receiver {
     const directory = remote ? await fs.mkdtemp(path.join(os.tmpdir(), 'sft-receive-')) : destination.folder.fsPath;
     const controller = new AbortController();
     entry.offer = undefined;
-    // The inbox journals a single-recipient transfer; one received into a temporary folder (for a
-    // non-file destination) is not left to a restart, which would not copy it on.
-    this.transfers.update(entry.id, { status: 'active', cancel: () => controller.abort(), journaled: !remote && offer.recipientCount === 1 });
+    // The inbox journals every transfer; one received into a temporary folder (for a non-file
+    // destination) is not left to a restart, which would not copy it on.
+    this.transfers.update(entry.id, { status: 'active', cancel: () => controller.abort(), journaled: !remote });
     try {
       if (!remote) await fs.mkdir(directory, { recursive: true });
       const result = await vscode.window.withProgress(

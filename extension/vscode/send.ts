@@ -167,8 +167,8 @@ export class Sender {
                 sources: [...uris],
                 recipients: [...peers],
                 cancel: () => controller.abort(),
-                // What sendFiles journals: one recipient, files on disk.
-                journaled: !local.temporary && peers.length === 1,
+                // What sendFiles journals: files on disk (to any number of recipients).
+                journaled: !local.temporary,
               });
             },
             onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
