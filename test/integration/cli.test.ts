@@ -140,17 +140,22 @@ test('a verified name that comes back with another key is flagged loudly and nee
   await assert.rejects(fs.readdir(path.join(work, 'tofu-frank')), { code: 'ENOENT' });
 });
 
-test('a name only seen (never verified) that comes back with another key is KEY CHANGED too: pinned on first contact', async () => {
+test('a name only seen (never verified) that comes back with another key is KEY CHANGED too: pinned on first contact', async (t) => {
   // lee meets kim once, without verifying.
   const kim = start('sft', ['receive', '--out', path.join(work, 'pin-kim'), ...as('kim')], env);
-  await waitForLine(kim.stderr, /Waiting for files/);
-  const met = await run('sft', ['peers', ...as('lee')], env);
-  assert.match(met.stdout, /kim \([a-z2-7]{8}, not verified\)/);
-  await kim.stop();
+  try {
+    await waitForLine(kim.stderr, /Waiting for files/, 30_000);
+    const met = await run('sft', ['peers', ...as('lee')], env);
+    assert.match(met.stdout, /kim \([a-z2-7]{8}, not verified\)/);
+  } finally {
+    // Stopped whatever happens: a kim left online would take the name in the tests after this one.
+    await kim.stop();
+  }
   // Someone else now uses the name (in another case: names fold like file names).
   const impostor = ['--name', 'KIM', '--identity', path.join(work, 'id-kim-impostor')];
   const receiving = start('sft', ['receive', '--out', path.join(work, 'pin-impostor'), '--yes', '--once', ...impostor], env);
-  await waitForLine(receiving.stderr, /Waiting for files/);
+  t.after(() => receiving.stop());
+  await waitForLine(receiving.stderr, /Waiting for files/, 30_000);
   const peers = await run('sft', ['peers', ...as('lee')], env);
   assert.match(peers.stdout, /KIM \([a-z2-7]{8}, KEY CHANGED: verify again\)/);
   const json = await run('sft', ['peers', '--json', ...as('lee')], env);
@@ -164,11 +169,12 @@ test('a name only seen (never verified) that comes back with another key is KEY 
   await assert.rejects(fs.readdir(path.join(work, 'pin-impostor')), { code: 'ENOENT' }, 'nothing was offered');
 });
 
-test('after sft verify of the new key, no --trust-changed-key is needed any more (until verified again)', async () => {
+test('after sft verify of the new key, no --trust-changed-key is needed any more (until verified again)', async (t) => {
   // The key kim met lee with above is the pin; lee now compares safety numbers with the new one.
   const impostor = ['--name', 'KIM', '--identity', path.join(work, 'id-kim-impostor')];
   const receiving = start('sft', ['receive', '--out', path.join(work, 'pin-verified'), '--yes', '--once', ...impostor], env);
-  await waitForLine(receiving.stderr, /Waiting for files/);
+  t.after(() => receiving.stop());
+  await waitForLine(receiving.stderr, /Waiting for files/, 30_000);
   const verified = await run('sft', ['verify', 'KIM', '--yes', ...as('lee')], env);
   assert.equal(verified.code, EXIT_CODES.ok, verified.stderr);
   assert.match(verified.stderr, /WARNING: KEY CHANGED/, 'verify says the name had another key');
@@ -181,7 +187,8 @@ test('after sft verify of the new key, no --trust-changed-key is needed any more
   assert.equal(await receiving.exited, EXIT_CODES.ok);
   // The pin moved: the first key coming back under the name is now the changed one.
   const old = start('sft', ['receive', '--out', path.join(work, 'pin-old'), ...as('kim')], env);
-  await waitForLine(old.stderr, /Waiting for files/);
+  t.after(() => old.stop());
+  await waitForLine(old.stderr, /Waiting for files/, 30_000);
   const back = await run('sft', ['peers', ...as('lee')], env);
   await old.stop();
   assert.match(back.stdout, /kim \([a-z2-7]{8}, KEY CHANGED: verify again\)/);
