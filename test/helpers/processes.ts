@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
+import { after } from 'node:test';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -14,6 +15,20 @@ export interface Running {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** Every process a test file started and that is still running. */
+const running = new Set<ChildProcess>();
+
+// Whatever a failed test left behind is stopped when its file ends: a stray receiver would
+// otherwise keep the file's process alive (and take names the next tests use). Only under the
+// test runner (test/vscode/electron.ts also imports this module, as a plain script).
+if (process.env.NODE_TEST_CONTEXT) {
+  after(async () => {
+    const left = [...running];
+    for (const child of left) child.kill('SIGKILL');
+    await Promise.all(left.map((child) => new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)))));
+  });
+}
+
 export function start(bin: 'sft' | 'sft-relay', args: string[], env: Record<string, string> = {}): Running {
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', `${bin}.js`), ...args], {
     cwd: ROOT,
@@ -24,7 +39,13 @@ export function start(bin: 'sft' | 'sft-relay', args: string[], env: Record<stri
   const stderr: string[] = [];
   readline.createInterface({ input: child.stdout! }).on('line', (l) => stdout.push(l));
   readline.createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  running.add(child);
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
   return {
     child,
     stdout,
