@@ -15,7 +15,8 @@ import { RelayClient } from '../../extension/core/client';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { newTransferId, originOf, proveJoin, sealOffer, signReceipt } from '../../extension/core/crypto/envelope';
 import { Inbox } from '../../extension/core/transfer/receiver';
-import { MAX_MESSAGE_BYTES, offerToWire, peerIdentity, peerInfo, type Result } from '../../extension/core/protocol';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SOCKET_PATH, offerToWire, peerIdentity, peerInfo, type Result } from '../../extension/core/protocol';
+import { io as ioClient } from 'socket.io-client';
 import { startTapProxy } from '../../scripts/tap-proxy';
 
 const harnesses: Harness[] = [];
@@ -190,6 +191,127 @@ describe('limits', () => {
     await waitFor(() => !conn.socket.connected, 5000);
     assert.ok(conn.errors.some((e) => e.code === 'RATE_LIMITED'));
     await sendAndCheck(h, 'calm-a', 'calm-b');
+  });
+
+  /** A signed offer from `sender` to `to` of a 10-byte file: valid in every way the relay checks. */
+  const tinyOffer = (sender: Identity, to: Identity) =>
+    offerToWire(
+      sealOffer({
+        sender,
+        recipients: [to.publicIdentity],
+        transferId: newTransferId(),
+        createdAt: Date.now(),
+        header: { v: 1, entries: [{ path: 'a.bin', type: 'file', size: 10 }], chunkSize: 64, plainBytes: 10 },
+      }).offer,
+    );
+
+  test('an offer flood is refused with RATE_LIMITED and the flooder disconnected, while another pair completes a transfer', async () => {
+    // Control messages are allowed generously here, so that the offer limit is what stops the flood.
+    const auditLog = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'sft-flood-')), 'audit.jsonl');
+    const h = await relay({ offersPerClientPerMinute: 10, maxTransfersPerClient: 20, controlRate: { perSecond: 1000, burst: 1000 }, auditLog });
+    const target = await h.peer('target');
+    const flooder = Identity.generate();
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, flooder, 'flooder')).ok, true);
+    await h.until(() => target.client.peers.has(flooder.peerId));
+    // The target declines whatever reaches it, so the flood never hits the transfer limits.
+    const reached: string[] = [];
+    target.inbox.on('offer', (o) => {
+      reached.push(o.transferId);
+      o.decline();
+    });
+    const replies: Result[] = [];
+    const calm = sendAndCheck(h, 'calm-a', 'calm-b');
+    for (let i = 0; i < 200 && conn.socket.connected; i++) {
+      conn.socket.timeout(10_000).emit('offer', tinyOffer(flooder, target.identity), (error: unknown, reply: Result) => {
+        if (!error) replies.push(reply);
+      });
+    }
+    await waitFor(() => !conn.socket.connected, 10_000);
+    await calm;
+    const codes = replies.map((r) => (r.ok ? 'ok' : r.error.code));
+    // Refusals are answered at once, acceptances after a lookup, so the order of replies is not
+    // the order of offers; some replies are lost with the connection.
+    assert.ok(codes.filter((c) => c === 'RATE_LIMITED').length >= 40, codes.join(','));
+    assert.ok(codes.every((c) => c === 'ok' || c === 'RATE_LIMITED'), codes.join(','));
+    // Exactly ten offers were taken: the audit log records each one the relay let through.
+    const taken = async () => (await fs.readFile(auditLog, 'utf8')).split('\n').filter((l) => l.includes('"event":"offer"') && l.includes(flooder.peerId)).length;
+    await h.until(() => reached.length === 10, 10_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await taken(), 10);
+    assert.equal(reached.length, 10, 'no offer past the limit reached the target');
+    await h.until(() => h.relay!.stats().transfers === 0, 10_000);
+  });
+
+  test('many identities from one address share one offer budget; another address is not affected', async () => {
+    const h = await relay({ offersPerClientPerMinute: 100, offersPerAddressPerMinute: 12 });
+    const target = await h.peer('target');
+    target.inbox.on('offer', (o) => o.decline());
+    const codes: string[] = [];
+    const flooders: Array<{ conn: Awaited<ReturnType<typeof rawConnect>>; identity: Identity }> = [];
+    for (let i = 0; i < 6; i++) {
+      const identity = Identity.generate();
+      const conn = await rawConnect(h.url);
+      assert.equal((await rawJoin(conn, identity, `sock-${i}`)).ok, true);
+      flooders.push({ conn, identity });
+    }
+    await h.until(() => target.client.peers.size === 6);
+    // Six identities, four offers each, one after another: 24 offers, but the address has 12.
+    for (let round = 0; round < 4; round++) {
+      for (const { conn, identity } of flooders) {
+        const reply = (await conn.socket.timeout(10_000).emitWithAck('offer', tinyOffer(identity, target.identity))) as Result;
+        codes.push(reply.ok ? 'ok' : reply.error.code);
+      }
+    }
+    assert.equal(codes.filter((c) => c === 'ok').length, 12, codes.join(','));
+    assert.deepEqual(codes.slice(12), Array(12).fill('RATE_LIMITED'));
+    // A client behind another address (here: a forwarded one, trusted by this relay) is unaffected.
+    // Without trustProxy every test client shares 127.0.0.1, so that half is checked through a
+    // relay that takes the address from X-Forwarded-For.
+    const proxied = await relay({ offersPerAddressPerMinute: 2, trustProxy: true });
+    const bob = await proxied.peer('bob');
+    bob.inbox.on('offer', (o) => o.decline());
+    const from = async (address: string) => {
+      const identity = Identity.generate();
+      const socket = ioClient(proxied.url, { path: SOCKET_PATH, transports: ['websocket'], reconnection: false, forceNew: true, auth: { v: PROTOCOL_VERSION }, extraHeaders: { 'x-forwarded-for': address } });
+      const challenge = await new Promise<{ nonce: string; relayId: string }>((resolve) => socket.once('challenge', resolve));
+      const conn = { socket, url: proxied.url, challenge, errors: [], close: () => socket.disconnect() } as unknown as Awaited<ReturnType<typeof rawConnect>>;
+      assert.equal((await rawJoin(conn, identity, address)).ok, true);
+      await proxied.until(() => bob.client.peers.has(identity.peerId));
+      const offer = async () => {
+        const reply = (await socket.timeout(10_000).emitWithAck('offer', tinyOffer(identity, bob.identity))) as Result;
+        return reply.ok ? 'ok' : reply.error.code;
+      };
+      return { offer, close: () => socket.disconnect() };
+    };
+    const one = await from('203.0.113.1');
+    const other = await from('203.0.113.2');
+    assert.deepEqual([await one.offer(), await one.offer(), await one.offer()], ['ok', 'ok', 'RATE_LIMITED']);
+    assert.deepEqual([await other.offer(), await other.offer()], ['ok', 'ok'], 'another address has its own budget');
+    one.close();
+    other.close();
+    for (const { conn } of flooders) conn.close();
+  });
+
+  test('JOIN_RATE_LIMITED per identity: one peer id rejoining in a loop is refused, and its live connection kept', async () => {
+    const h = await relay({ joinsPerPeerPerMinute: 3, joinRate: { perSecond: 100, burst: 100 } });
+    const identity = Identity.generate();
+    const watcher = await h.peer('watcher');
+    const results: string[] = [];
+    let last: Awaited<ReturnType<typeof rawConnect>> | undefined;
+    for (let i = 0; i < 8; i++) {
+      const conn = await rawConnect(h.url);
+      const joined = await rawJoin(conn, identity, 'looper');
+      results.push(joined.ok ? 'ok' : joined.error.code);
+      if (joined.ok) last = conn;
+      else await waitFor(() => !conn.socket.connected, 5000);
+    }
+    assert.deepEqual(results, ['ok', 'ok', 'ok', 'JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED', 'JOIN_RATE_LIMITED']);
+    assert.ok(last?.socket.connected, 'the refused rejoins did not replace the live connection');
+    assert.ok(watcher.client.peers.has(identity.peerId));
+    // Another identity from the same address still joins.
+    assert.equal((await rawJoin(await rawConnect(h.url), Identity.generate(), 'other')).ok, true);
+    last?.close();
   });
 
   test('JOIN_RATE_LIMITED: connection attempts per address are capped', async () => {
