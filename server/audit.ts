@@ -9,7 +9,7 @@
  * | -------------------- | -------------------------------------------------------------- |
  * | `join`               | `peer`, `address`                                              |
  * | `leave`              | `peer`                                                         |
- * | `refused`            | `code`, `address`, and `peer` when the refusal is `BAD_PROOF`  |
+ * | `refused`            | `code`, `address`; `peer` for refusals of a hello (`BAD_PROOF`, `NOT_ALLOWED`, `JOIN_RATE_LIMITED`) |
  * | `offer`              | `transfer`, `from`, `to` (array), `cipherBytes`, `chunks`      |
  * | `accept`, `decline`  | `transfer`, `from`, `to`                                       |
  * | `complete`           | `transfer`, `from`, `to`, `cipherBytes`, `durationMs`          |
@@ -43,7 +43,7 @@ export type AuditField = 'ts' | KeysOfUnion<AuditEvent>;
 export const AUDIT_FIELDS: Readonly<Record<AuditField, string>> = {
   ts: 'When the relay recorded the event: ISO 8601 in UTC with milliseconds. On every line.',
   event: 'The kind of event: join, leave, refused, offer, accept, decline, complete, cancel or fail. On every line.',
-  peer: 'join/leave: the peer id that joined or left. refused: the peer id the connection claimed, present only for BAD_PROOF.',
+  peer: 'join/leave: the peer id that joined or left. refused: the peer id the connection claimed, present for BAD_PROOF, NOT_ALLOWED and JOIN_RATE_LIMITED (too many joins by that peer id).',
   address: "join/refused: the connection's remote address as the relay sees it (a reverse proxy's address when behind one).",
   code: 'refused: why the connection was turned away. cancel/fail: the error code that ended the leg (docs/PROTOCOL.md error codes).',
   transfer: 'offer to fail: the transfer id (22 random base64url characters chosen by the sender).',

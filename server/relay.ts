@@ -92,6 +92,15 @@ export interface RelayOptions {
   controlRate?: { perSecond: number; burst: number };
   /** Connection attempts per remote address per second, and burst. */
   joinRate?: { perSecond: number; burst: number };
+  /**
+   * Offers per client (peer id) per minute (default 60), and per remote address across every
+   * identity behind it (default 600): a bucket of that size refilled evenly. Past either, an offer
+   * is refused with RATE_LIMITED (which counts towards disconnection). In a cluster, per node.
+   */
+  offersPerClientPerMinute?: number;
+  offersPerAddressPerMinute?: number;
+  /** Joins per peer id per minute (default 30), from any address; past it JOIN_RATE_LIMITED. */
+  joinsPerPeerPerMinute?: number;
   /** Time a new connection has to prove its identity. */
   helloTimeoutMs?: number;
   /** How long after a dropped connection the sender may offer the same transfer again to resume it. */
@@ -221,6 +230,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
+  const perMinute = (n: number) => new KeyedRateLimiter(n / 60, n);
+  const clientOffers = perMinute(options.offersPerClientPerMinute ?? 60);
+  const addressOffers = perMinute(options.offersPerAddressPerMinute ?? 600);
+  const peerJoins = perMinute(options.joinsPerPeerPerMinute ?? 30);
   const audit: AuditSink =
     typeof options.auditLog === 'string' ? fileAudit(options.auditLog, {
           maxBytes: options.auditMaxBytes,
@@ -355,6 +368,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
           if (!reply) return violation(error, transferOf(args));
           metrics.refused(error.code);
           reply({ ok: false, error: errorMessage(error.code, error.message) });
+          // Told to slow down and carrying on: disconnected as for unacknowledged messages.
+          if (error.code === 'RATE_LIMITED' && ++violations >= MAX_VIOLATIONS) socket.disconnect(true);
         };
         try {
           if (isControl && !control.take()) throw new SftError('RATE_LIMITED', 'Too many messages; slow down.');
@@ -411,6 +426,14 @@ export function createRelay(options: RelayOptions = {}): Relay {
           socket.disconnect(true);
           return;
         }
+        // Before replacing anything: an identity rejoining in a loop must not churn its connection.
+        if (!peerJoins.take(peer.peerId)) {
+          audit.write({ event: 'refused', code: 'JOIN_RATE_LIMITED', address: clientAddress(socket), peer: peer.peerId });
+          metrics.refused('JOIN_RATE_LIMITED');
+          reply({ ok: false, error: errorMessage('JOIN_RATE_LIMITED', 'This identity joined too often; try again in a minute.') });
+          socket.disconnect(true);
+          return;
+        }
         clearTimeout(helloTimer);
         // One connection per identity: a reconnecting client replaces its stale connection.
         const elsewhere: string[] = [];
@@ -447,6 +470,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
       guard('offer', true, async (raw: unknown, reply: Reply) => {
         if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'offer needs an acknowledgement callback.');
         if (shuttingDown) throw new SftError('SHUTTING_DOWN', 'The relay is shutting down and takes no new transfers.');
+        if (!clientOffers.take(socket.data.peer!.peerId) || !addressOffers.take(clientAddress(socket))) {
+          throw new SftError('RATE_LIMITED', 'Too many offers; slow down.');
+        }
         const offer = parse(OfferSchema, raw, 'offer');
         const me = socket.data.peer!;
         if (offer.sender.peerId !== me.peerId || offer.sender.signPublicKey !== me.signPublicKey || offer.sender.agreePublicKey !== me.agreePublicKey) {

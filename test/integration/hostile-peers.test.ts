@@ -134,20 +134,93 @@ describe('a sender that lies about sizes', () => {
     }
   });
 
-  test('more data than declared cannot be delivered: the last declared chunk ends the stream', async () => {
+  test('more data than declared cannot be delivered: a chunk past the declared count is stopped by the relay, never forwarded', async () => {
     const out = await h.tempDir();
     const incoming = bob.nextOffer();
-    const { transferId, keys, layout } = await craftOffer([{ path: 'a.bin', type: 'file', size: 1500 }]);
+    const { transferId, keys, layout, cancelled } = await craftOffer([{ path: 'a.bin', type: 'file', size: 1500 }]);
+    assert.equal(layout.chunkCount, 2);
+    // What reaches bob's connection, below the client core.
+    const forwarded: number[] = [];
+    const bobSocket = (bob.client as unknown as { socket: { on(e: string, f: (...a: unknown[]) => void): void; off(e: string, f: (...a: unknown[]) => void): void } }).socket;
+    const spy = (id: unknown, index: unknown) => {
+      if (id === transferId) forwarded.push(index as number);
+    };
+    bobSocket.on('chunk', spy);
     const offer = await incoming;
     const received = offer.accept({ directory: out });
+    received.catch(() => undefined);
     await new Promise<void>((resolve) => conn.socket.once('answer', () => resolve()));
+    // The declared chunks and one more, back to back: the extra one reaches the relay before the
+    // receiver can have finished.
     conn.socket.emit('chunk', transferId, 0, sealChunk(keys.payloadKey, layout, 0, Buffer.alloc(1024, 1)));
     conn.socket.emit('chunk', transferId, 1, sealChunk(keys.payloadKey, layout, 1, Buffer.alloc(476, 2)));
-    await received;
-    conn.socket.emit('chunk', transferId, 2, Buffer.alloc(1024 + 16));
-    // The transfer is over: the extra chunk is dropped, never written.
-    assert.deepEqual(await listTree(out), ['a.bin']);
-    assert.equal((await fs.stat(path.join(out, 'a.bin'))).size, 1500);
+    conn.socket.emit('chunk', transferId, 2, Buffer.alloc(1024 + 16, 3));
+    assert.equal((await cancelled).code, 'SIZE_MISMATCH', 'the relay stopped the sender');
+    const outcome = await received.then(
+      (r) => ({ ok: r }),
+      (e: SftError) => ({ error: e }),
+    );
+    await h.until(() => h.relay!.stats().transfers === 0, 10_000);
+    await new Promise((r) => setTimeout(r, 100));
+    bobSocket.off('chunk', spy);
+    assert.deepEqual(forwarded, [0, 1], 'the extra chunk never left the relay');
+    // The relay's stop reaches bob right behind the last declared chunk: either he had verified
+    // everything by then (the file, exactly as declared) or he drops it all. Never more bytes.
+    if ('ok' in outcome) {
+      assert.deepEqual(await listTree(out), ['a.bin']);
+      assert.equal((await fs.stat(path.join(out, 'a.bin'))).size, 1500);
+      assert.deepEqual(await fs.readFile(path.join(out, 'a.bin')), Buffer.concat([Buffer.alloc(1024, 1), Buffer.alloc(476, 2)]));
+    } else {
+      assert.equal(outcome.error.code, 'SIZE_MISMATCH');
+      assert.deepEqual(await listTree(out), []);
+    }
+  });
+});
+
+describe('entries and receivers that do not play by the rules', () => {
+  for (const type of ['symlink', 'link', 'fifo', 'device', 'socket']) {
+    test(`an entry of type ${type} (signed, well-formed otherwise) is refused before anything is written, and the sender told`, async () => {
+      const out = await h.tempDir();
+      const refused = new Promise<SftError>((resolve) => bob.inbox.once('refused', (r) => resolve(r.error)));
+      const offers: string[] = [];
+      const onOffer = () => offers.push('offered');
+      bob.inbox.on('offer', onOffer);
+      const entries = [
+        { path: 'innocent.txt', type: 'file', size: 10 },
+        { path: 'passwd', type, size: 0, target: '/etc/passwd' },
+      ] as unknown as HeaderEntry[];
+      const { cancelled } = await craftOffer(entries);
+      const error = await refused;
+      // The header check refuses any type but file and dir, as a malformed (though signed) header.
+      assert.equal(error.code, 'INTEGRITY');
+      assert.match(error.message, /malformed: bad entry/);
+      assert.equal((await cancelled).code, 'INTEGRITY', 'the sender is told why');
+      bob.inbox.off('offer', onOffer);
+      assert.deepEqual(offers, [], 'the user is never asked');
+      await h.until(() => h.relay!.stats().transfers === 0, 10_000);
+      assert.deepEqual(await listTree(out), []);
+    });
+  }
+
+  test('a receiver that accepts, then stops acknowledging: the sender stops with TIMEOUT and says why, the relay ends the transfer, nothing is left', async () => {
+    const src = await h.tempDir();
+    const out = await h.tempDir();
+    // More chunks than the window, so the sender must wait for acknowledgements.
+    await writeRandomFile(path.join(src, 'stalled.bin'), 8 * 1024 * 1024);
+    const ack = bob.client.ack.bind(bob.client);
+    bob.client.ack = () => undefined;
+    const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+    received.catch(() => undefined);
+    const sent = await sendFiles(alice.client, { paths: [path.join(src, 'stalled.bin')], to: [alice.client.findPeer('bob')], stallTimeoutMs: 1500 }).finally(() => {
+      bob.client.ack = ack;
+    });
+    const leg = sent.recipients[0]!;
+    assert.equal(leg.outcome === 'failed' && leg.code, 'TIMEOUT');
+    assert.equal(leg.outcome === 'failed' && leg.message, 'The recipients stopped acknowledging chunks (nothing for 1.5 s).');
+    // The sender's cancel ends the transfer at the relay, which tells the receiver.
+    await assert.rejects(received, { code: 'TIMEOUT' });
+    await h.until(() => h.relay!.stats().transfers === 0, 10_000);
+    assert.deepEqual(await listTree(out), [], 'no partial file remains');
   });
 });
 

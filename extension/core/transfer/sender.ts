@@ -405,7 +405,7 @@ async function run(
         for (let index = start; index < layout.chunkCount && accepted().length > 0; index++) {
           const plaintext = await reader.read(plainChunkLength(layout, index));
           chunksRead = index + 1;
-          await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, 'The recipients stopped acknowledging.');
+          await until(() => accepted().length === 0 || index < Math.min(...accepted().map((l) => l.acked)) + window, stall, `The recipients stopped acknowledging chunks (nothing for ${Math.round(stall / 100) / 10} s).`);
           if (accepted().length === 0) break;
           if (interrupted) throw INTERRUPTED;
           // The last file is checked for changes before the final chunk leaves: once the receiver
