@@ -752,9 +752,30 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
   function cancelLeg(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
     const transfer = transfers.get(cancel.transferId);
-    if (!transfer) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    if (!transfer) return cancelInterrupted(peerId, cancel);
     if (transfer.from !== peerId && !transfer.recipients.has(peerId)) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
     abort(transfer, peerId, new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+  }
+
+  /**
+   * A cancel for a transfer interrupted by a dropped connection and not resumed yet: the legs it
+   * concerns (all of them when the sender cancels) can no longer be resumed, and the other ends,
+   * waiting to resume, are told now instead of finding out when the grace period runs out. (An
+   * end that is offline then still learns it only from the grace period: EXPIRED.)
+   */
+  function cancelInterrupted(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
+    const entry = ended.get(cancel.transferId);
+    const bySender = entry?.from === peerId;
+    const legs = entry ? entry.resumable.filter((r) => bySender || r.to === peerId) : [];
+    if (!entry || legs.length === 0) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    entry.resumable = entry.resumable.filter((r) => !legs.includes(r));
+    const message = cancel.message ?? 'Cancelled.';
+    for (const leg of legs) {
+      metrics.leg('cancelled');
+      audit.write({ event: 'cancel', transfer: cancel.transferId, from: entry.from, to: leg.to, by: peerId, code: cancel.code, cipherBytes: 0, durationMs: 0 });
+    }
+    const notify = bySender ? legs.map((l) => l.to) : [entry.from];
+    for (const target of toPeers(notify)) target.emit('cancel', { transferId: cancel.transferId, code: cancel.code, message, from: peerId });
   }
 
   /**

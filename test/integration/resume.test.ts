@@ -123,3 +123,40 @@ test('a peer that does not come back within the grace period: both sides see EXP
   const leg = sent.recipients[0]!;
   assert.equal(leg.outcome === 'failed' && leg.code, 'EXPIRED');
 });
+
+test('a sender that cancels while the transfer waits to be resumed: the recipient learns CANCELLED at once, not EXPIRED later', async () => {
+  const events: Array<Record<string, unknown>> = [];
+  // A grace period far longer than the test may take: only the relay's notice can end it in time.
+  const h = await Harness.start({ resumeGraceMs: 120_000, auditLog: { write: (e) => void events.push(e as Record<string, unknown>), close: async () => undefined } });
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true, url: tap.url });
+  const bob = await h.peer('bob', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await writeRandomFile(path.join(src, 'called-off.bin'), 80 * DEFAULT_CHUNK_SIZE, 'called-off');
+  // Alice's connection is cut mid-transfer; back, she cancels instead of offering it again.
+  const controller = new AbortController();
+  spy(alice, { 30: () => tap.cut() });
+  const offer = alice.client.offer.bind(alice.client);
+  alice.client.offer = (message) => {
+    if (message.resume) controller.abort();
+    return offer(message);
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'called-off.bin')], to: [alice.client.findPeer('bob')], signal: controller.signal });
+  const leg = sent.recipients[0]!;
+  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  await assert.rejects(received, (error: { code?: string }) => {
+    assert.equal(error.code, 'CANCELLED');
+    return true;
+  });
+  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
+  const cancels = events.filter((e) => e.event === 'cancel');
+  assert.equal(cancels.length, 1, JSON.stringify(events));
+  assert.equal(cancels[0]!.by, alice.identity.peerId);
+  // The relay holds nothing for it any more (its re-offer, sent after the cancel, was refused).
+  assert.equal(h.relay!.stats().transfers, 0);
+});

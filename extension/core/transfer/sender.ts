@@ -349,6 +349,8 @@ async function run(
         await client.offer({ ...offerToWire(offer), resume: attempt, ...resumeTo });
         return;
       } catch (error) {
+        // Cancelled meanwhile: that is the outcome, not whatever the relay said to the re-offer.
+        if (fatal) throw fatal;
         const e = toSftError(error);
         if (e.code === 'PEER_OFFLINE' || e.code === 'PEER_GONE' || e.code === 'TIMEOUT') {
           // A recipient, or this sender, may not be back after all: wait again.
@@ -420,7 +422,8 @@ async function run(
       }
     }
   } catch (error) {
-    const e = toSftError(error);
+    // The user's cancel is the outcome, whatever it interrupted (a re-offer the relay then refuses).
+    const e = options.signal?.aborted ? new SftError('CANCELLED', 'The transfer was cancelled.') : toSftError(error);
     // Always tell the relay once the offer is out (even after our own cancel, which may have
     // reached it before the offer did), so it never keeps a transfer nobody will finish.
     if (offered) client.cancel(transferId, e.code, e.message);
