@@ -76,40 +76,66 @@ export function hkdf(ikm: Buffer, salt: Buffer, info: string, length = KEY_BYTES
 
 export type KeyKind = 'ed25519' | 'x25519';
 
-const JWK_CURVE: Record<KeyKind, string> = { ed25519: 'Ed25519', x25519: 'X25519' };
-
 export interface KeyPair {
   readonly publicKey: Buffer;
   readonly privateKey: crypto.KeyObject;
 }
 
+/**
+ * RFC 8410 DER prefixes: PKCS#8 for a private key, SubjectPublicKeyInfo for a public one; each is
+ * followed by the 32 raw key bytes (the RFC 8032 seed or RFC 7748 scalar, and the public key).
+ */
+const PKCS8_PREFIX: Record<KeyKind, Buffer> = {
+  ed25519: Buffer.from('302e020100300506032b657004220420', 'hex'),
+  x25519: Buffer.from('302e020100300506032b656e04220420', 'hex'),
+};
+const SPKI_PREFIX: Record<KeyKind, Buffer> = {
+  ed25519: Buffer.from('302a300506032b6570032100', 'hex'),
+  x25519: Buffer.from('302a300506032b656e032100', 'hex'),
+};
+
+/**
+ * A new key pair. The private key is 32 bytes from the CSPRNG, as RFC 8032 (§5.1.5) and RFC 7748
+ * (§5) define it, imported as PKCS#8. (Not generateKeyPairSync: on Node 20 its key-generation job
+ * can be collected while a key is being exported, and the two wait on one lock for ever.)
+ */
 export function generateKeyPair(kind: KeyKind): KeyPair {
-  const { privateKey } = kind === 'ed25519' ? crypto.generateKeyPairSync('ed25519') : crypto.generateKeyPairSync('x25519');
-  return { privateKey, publicKey: rawPublicKey(privateKey) };
+  return importPrivateKey(kind, crypto.randomBytes(KEY_BYTES));
+}
+
+/** The raw key bytes after an RFC 8410 DER prefix, checked. */
+function afterPrefix(der: Buffer, prefix: Buffer, what: string): Buffer {
+  if (der.length !== prefix.length + KEY_BYTES || !der.subarray(0, prefix.length).equals(prefix)) {
+    throw new SftError('INTERNAL', `Unexpected ${what} encoding.`);
+  }
+  return Buffer.from(der.subarray(prefix.length));
+}
+
+function kindOf(key: crypto.KeyObject): KeyKind {
+  if (key.asymmetricKeyType === 'ed25519' || key.asymmetricKeyType === 'x25519') return key.asymmetricKeyType;
+  throw new SftError('INTERNAL', 'Only Ed25519 and X25519 keys are used.');
 }
 
 /** Raw 32-byte public key of a private or public KeyObject. */
 export function rawPublicKey(key: crypto.KeyObject): Buffer {
-  const jwk = crypto.createPublicKey(key).export({ format: 'jwk' });
-  return Buffer.from(jwk.x as string, 'base64url');
+  const der = crypto.createPublicKey(key).export({ format: 'der', type: 'spki' });
+  return afterPrefix(der, SPKI_PREFIX[kindOf(key)], 'public key');
 }
 
 /** Raw 32-byte private key (the RFC 8032 seed or RFC 7748 scalar). */
 export function rawPrivateKey(key: crypto.KeyObject): Buffer {
-  return Buffer.from(key.export({ format: 'jwk' }).d as string, 'base64url');
+  return afterPrefix(key.export({ format: 'der', type: 'pkcs8' }), PKCS8_PREFIX[kindOf(key)], 'private key');
 }
 
 export function importPrivateKey(kind: KeyKind, raw: Buffer): KeyPair {
   if (raw.length !== KEY_BYTES) throw new SftError('BAD_MESSAGE', 'A private key has the wrong length.');
-  // Node needs the public half in a JWK; derive it through a PKCS#8 import of the raw key.
-  const prefix = Buffer.from(kind === 'ed25519' ? '302e020100300506032b657004220420' : '302e020100300506032b656e04220420', 'hex');
-  const privateKey = crypto.createPrivateKey({ key: Buffer.concat([prefix, raw]), format: 'der', type: 'pkcs8' });
+  const privateKey = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX[kind], raw]), format: 'der', type: 'pkcs8' });
   return { privateKey, publicKey: rawPublicKey(privateKey) };
 }
 
 export function importPublicKey(kind: KeyKind, raw: Buffer): crypto.KeyObject {
   if (raw.length !== PUBLIC_KEY_BYTES) throw new SftError('BAD_MESSAGE', 'A public key has the wrong length.');
-  return crypto.createPublicKey({ key: { kty: 'OKP', crv: JWK_CURVE[kind], x: raw.toString('base64url') }, format: 'jwk' });
+  return crypto.createPublicKey({ key: Buffer.concat([SPKI_PREFIX[kind], raw]), format: 'der', type: 'spki' });
 }
 
 /** Ed25519 signature (pure, no pre-hash: RFC 8032). */
