@@ -789,13 +789,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
   function peerGone(peerId: string, socketId?: string): void {
     for (const transfer of [...transfers.values()]) {
       if (transfer.from === peerId || transfer.recipients.has(peerId)) {
-        // The legs cut off (all of them when the sender is gone) may be offered again once the
-        // transfer has ended, if their recipient had accepted (on a resume, it had, before); the
-        // others carry on.
+        // The legs cut off (all of them when the sender is gone), answered or not, may be offered
+        // again once the transfer has ended; the others carry on.
         const now = Date.now();
         for (const [id, r] of transfer.recipients) {
           const cut = transfer.from === peerId || id === peerId;
-          if (cut && (r.state === 'accepted' || (r.state === 'offered' && transfer.resumed))) transfer.interrupted.set(id, now);
+          if (cut && (r.state === 'accepted' || r.state === 'offered')) transfer.interrupted.set(id, now);
         }
         abort(transfer, peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
       }

@@ -160,3 +160,31 @@ test('a sender that cancels while the transfer waits to be resumed: the recipien
   // The relay holds nothing for it any more (its re-offer, sent after the cancel, was refused).
   assert.equal(h.relay!.stats().transfers, 0);
 });
+
+test("an offer still unanswered when the recipient's network drops is taken down, then asked again once it is back", async () => {
+  const h = await Harness.start();
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const sum = await writeRandomFile(path.join(src, 'asked-twice.bin'), 3 * DEFAULT_CHUNK_SIZE + 5, 'asked-twice');
+  const withdrawn = new Promise<{ code: string }>((resolve) => bob.inbox.once('withdrawn', (w) => resolve(w.error)));
+  const sent = sendFiles(alice.client, { paths: [path.join(src, 'asked-twice.bin')], to: [alice.client.findPeer('bob')] });
+  // Bob's prompt is up, unanswered, when his connection drops.
+  const first = await bob.nextOffer();
+  const secondOffer = bob.nextOffer();
+  tap.cut();
+  assert.equal((await withdrawn).code, 'PEER_GONE');
+  await assert.rejects(first.accept({ directory: out }), { code: 'PEER_GONE' }, 'the first prompt can no longer be answered');
+  // Back online, he is asked again: the same transfer, and this time he accepts.
+  const again = await secondOffer;
+  assert.equal(again.transferId, first.transferId);
+  await again.accept({ directory: out });
+  const result = await sent;
+  assert.equal(result.recipients[0]!.outcome, 'done', JSON.stringify(result.recipients[0]));
+  assert.equal(await sha256File(path.join(out, 'asked-twice.bin')), sum);
+});

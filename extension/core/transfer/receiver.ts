@@ -141,6 +141,11 @@ export class Inbox extends EventEmitter<InboxEvents> {
   private readonly completed = new Map<string, { signature: string; chunkCount: number; receipt: Buffer }>();
   /** Transfers journaled by an earlier process, waiting for their sender to offer them again. */
   private readonly journaled = new Map<string, { record: IncomingRecord; timer: NodeJS.Timeout }>();
+  /**
+   * Offers taken down unanswered by a dropped connection (either end's), with their signature and
+   * when: the sender offers the same transfer again once both are back, and it is asked again.
+   */
+  private readonly unanswered = new Map<string, { signature: string; at: number }>();
   /** Set while offers must wait for the journal to be read. */
   private restoring: Promise<void> | undefined;
   private releaseOffers: () => void = () => undefined;
@@ -215,7 +220,6 @@ export class Inbox extends EventEmitter<InboxEvents> {
       void this.restoring.then(() => this.handle(message));
       return;
     }
-    const from = message.sender.peerId;
     // The same signed offer again, after this process was restarted: continue from the journal.
     const journaled = this.journaled.get(message.transferId);
     if (journaled && message.resume && message.signature === journaled.record.offer.signature) {
@@ -226,6 +230,12 @@ export class Inbox extends EventEmitter<InboxEvents> {
     // The same signed offer again, after a dropped connection: continue the suspended transfer.
     const suspended = this.suspended.get(message.transferId);
     if (suspended && message.resume && message.signature === suspended.signature) return suspended.resume(message.resume);
+    // Taken down unanswered when a connection dropped: the same signed offer is asked again.
+    const unanswered = this.unanswered.get(message.transferId);
+    if (unanswered && message.resume && message.signature === unanswered.signature) {
+      this.unanswered.delete(message.transferId);
+      return this.present(message, true);
+    }
     // Finished here, but the sender missed the news (the connection dropped at the very end).
     const completed = this.completed.get(message.transferId);
     if (completed && message.resume && message.signature === completed.signature) {
@@ -235,8 +245,14 @@ export class Inbox extends EventEmitter<InboxEvents> {
         .catch(() => undefined);
       return;
     }
+    this.present(message, false);
+  }
+
+  /** Checks an offer and shows it; `again`: one seen before, taken down unanswered by a drop. */
+  private present(message: OfferMessage, again: boolean): void {
+    const from = message.sender.peerId;
     try {
-      const opened = this.check(message);
+      const opened = this.check(message, again);
       this.emit('offer', this.incoming(message, opened));
     } catch (error) {
       const e = toSftError(error);
@@ -247,12 +263,13 @@ export class Inbox extends EventEmitter<InboxEvents> {
     }
   }
 
-  private check(message: OfferMessage): OpenedOffer {
+  private check(message: OfferMessage, again = false): OpenedOffer {
     const skew = this.options.maxClockSkewMs ?? 600_000;
     const now = Date.now();
     for (const [id, at] of this.seen) if (now - at > 2 * skew) this.seen.delete(id);
+    for (const [id, u] of this.unanswered) if (now - u.at > 2 * skew) this.unanswered.delete(id);
     if (Math.abs(now - message.createdAt) > skew) throw new SftError('REPLAYED_OFFER', 'The offer is too old (or a clock is far off).');
-    if (this.seen.has(message.transferId)) throw new SftError('REPLAYED_OFFER', 'This offer was already received once.');
+    if (!again && this.seen.has(message.transferId)) throw new SftError('REPLAYED_OFFER', 'This offer was already received once.');
     const opened = openOffer(offerFromWire(message), this.client.identity);
     // Remembered only once authentic, so a forged offer cannot burn a genuine transfer id.
     this.seen.set(message.transferId, now);
@@ -266,13 +283,17 @@ export class Inbox extends EventEmitter<InboxEvents> {
     let answered = false;
     let withdrawn: SftError | undefined;
     // Until it is answered, the offer listens for its own end, so a prompt never outlives it.
+    const withdraw = (error: SftError) => {
+      if (answered || withdrawn) return;
+      withdrawn = error;
+      stopListening();
+      // Ended by a dropped connection, not by a person: the sender will offer it again.
+      if (RESUMABLE_CODES.includes(error.code)) this.unanswered.set(message.transferId, { signature: message.signature, at: Date.now() });
+      this.emit('withdrawn', { transferId: message.transferId, from, error });
+    };
     const stopListening = client.register(message.transferId, {
-      cancel: (code, text) => {
-        if (answered || withdrawn) return;
-        withdrawn = new SftError(code, text);
-        stopListening();
-        this.emit('withdrawn', { transferId: message.transferId, from, error: withdrawn });
-      },
+      cancel: (code, text) => withdraw(new SftError(code, text)),
+      disconnected: () => withdraw(new SftError('PEER_GONE', 'The connection to the relay dropped before you answered; the sender will offer it again.')),
     });
     const answerOnce = () => {
       if (withdrawn) throw withdrawn;

@@ -61,8 +61,6 @@ type Leg = {
   /** `interrupted`: cut off by a dropped connection, waiting to be offered again. */
   state: 'offered' | 'accepted' | 'interrupted' | 'declined' | 'done' | 'failed';
   acked: number;
-  /** The recipient accepted (in this process or the one that journaled it): it may be offered again. */
-  resumable: boolean;
   /** When an interrupted leg was cut off: the relay's grace period runs from then. */
   since?: number;
   code?: ErrorCode;
@@ -171,12 +169,12 @@ async function run(
   const journaledLegs = new Map((prepared.record?.legs ?? []).map((l) => [l.peerId, l]));
   const legs = new Map<string, Leg>(
     to.map((p): [string, Leg] => {
-      if (!resuming) return [p.peerId, { state: 'offered', acked: 0, resumable: false }];
+      if (!resuming) return [p.peerId, { state: 'offered', acked: 0 }];
       // Taken up from a journal: the legs it records as live wait to be offered again.
       const j = prepared.record?.legs ? journaledLegs.get(p.peerId) : { state: 'live' as const };
-      if (j?.state === 'live') return [p.peerId, { state: 'interrupted', acked: 0, resumable: true, since: prepared.record!.updatedAt }];
-      if (j) return [p.peerId, { state: j.state, acked: 0, resumable: false, ...(j.code ? { code: j.code } : {}), ...(j.message ? { message: j.message } : {}) }];
-      return [p.peerId, { state: 'failed', acked: 0, resumable: false, code: 'PEER_GONE', message: 'The transfer was interrupted before this recipient accepted it.' }];
+      if (j?.state === 'live') return [p.peerId, { state: 'interrupted', acked: 0, since: prepared.record!.updatedAt }];
+      if (j) return [p.peerId, { state: j.state, acked: 0, ...(j.code ? { code: j.code } : {}), ...(j.message ? { message: j.message } : {}) }];
+      return [p.peerId, { state: 'failed', acked: 0, code: 'PEER_GONE', message: 'The journal does not list this recipient as running.' }];
     }),
   );
   const recipients = new Map(to.map((p) => [p.peerId, peerIdentity(p)]));
@@ -185,7 +183,7 @@ async function run(
     record.legs = [...legs].flatMap(([peerId, leg]): NonNullable<OutgoingRecord['legs']> => {
       if (leg.state === 'done' || leg.state === 'declined') return [{ peerId, state: leg.state }];
       if (leg.state === 'failed') return [{ peerId, state: leg.state, ...(leg.code ? { code: leg.code } : {}), ...(leg.message ? { message: leg.message.slice(0, 500) } : {}) }];
-      return leg.resumable ? [{ peerId, state: 'live' as const }] : [];
+      return [{ peerId, state: 'live' as const }];
     });
     return journal.save(record);
   };
@@ -206,11 +204,12 @@ async function run(
   const live = () => [...legs.values()].filter((l) => l.state === 'offered' || l.state === 'accepted');
   const accepted = () => [...legs.values()].filter((l) => l.state === 'accepted');
   const waiting = () => [...legs].filter(([, l]) => l.state === 'interrupted');
-  /** A running leg cut off by a dropped connection waits to be offered again, if its recipient had accepted. */
-  const cutOff = (leg: Leg, code: ErrorCode) => {
-    if (leg.state !== 'offered' && leg.state !== 'accepted') return;
-    if (leg.resumable) Object.assign(leg, { state: 'interrupted', since: Date.now() });
-    else Object.assign(leg, { state: 'failed', code, message: 'The connection dropped before the recipient answered.' });
+  /**
+   * A running leg cut off by a dropped connection waits to be offered again, answered or not (a
+   * recipient asked but not yet answering is asked again: its Inbox knows the offer).
+   */
+  const cutOff = (leg: Leg) => {
+    if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'interrupted', since: Date.now() });
   };
 
   const unregister = client.register(transferId, {
@@ -218,7 +217,6 @@ async function run(
       const leg = legs.get(m.from);
       if (leg?.state === 'offered') {
         leg.state = m.accept ? 'accepted' : 'declined';
-        if (m.accept) leg.resumable = true;
         // On a resume, the recipient already holds this many verified chunks.
         if (m.accept && m.resumeFrom !== undefined) {
           leg.acked = Math.min(m.resumeFrom, layout.chunkCount);
@@ -253,7 +251,7 @@ async function run(
       // A dropped connection is resumed, not failed: a recipient's cuts off its own leg, the
       // sender's or the relay's every running leg (see below).
       if (RESUMABLE_CODES.includes(code)) {
-        if (leg) cutOff(leg, code);
+        if (leg) cutOff(leg);
         else interrupted = true;
       } else if (leg) {
         if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'failed', code, message });
@@ -418,7 +416,7 @@ async function run(
         await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
       } catch (error) {
         if (error !== INTERRUPTED) throw error;
-        for (const leg of live()) cutOff(leg, 'PEER_GONE');
+        for (const leg of live()) cutOff(leg);
       }
     }
   } catch (error) {
