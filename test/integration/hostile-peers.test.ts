@@ -80,6 +80,9 @@ describe('received names are hostile until proven otherwise', () => {
     ['trailing '],
     ['x'.repeat(300)],
     ['Report.txt', 'report.txt'],
+    // One name spelt twice, composed and decomposed (NFC, NFD): two files on Linux, one on macOS.
+    ['caf\u00e9.txt', 'cafe\u0301.txt'],
+    ['cafe\u0301.txt'],
     ['a', 'a/b'],
   ];
   for (const names of hostile) {
