@@ -79,6 +79,28 @@ export class TrustBook {
     return true;
   }
 
+  /**
+   * Takes in what another copy of the book knows (another VS Code window saving the same store):
+   * every id either has met, with the earlier first contact and the later verification, so that
+   * neither copy's pins or verifications are lost when one saves over the other.
+   */
+  merge(other: TrustState): void {
+    for (const [peerId, theirs] of Object.entries(other.peers ?? {})) {
+      if (!theirs || typeof theirs.name !== 'string' || typeof theirs.firstSeen !== 'string') continue;
+      const ours = this.state.peers[peerId];
+      if (!ours) {
+        this.state.peers[peerId] = { ...theirs };
+        continue;
+      }
+      const verifiedAt = [ours.verifiedAt, theirs.verifiedAt].filter((v): v is string => typeof v === 'string').sort().at(-1);
+      this.state.peers[peerId] = {
+        name: ours.name,
+        firstSeen: theirs.firstSeen < ours.firstSeen ? theirs.firstSeen : ours.firstSeen,
+        ...(verifiedAt !== undefined ? { verifiedAt } : {}),
+      };
+    }
+  }
+
   /** The user compared safety numbers: `name` is pinned to this id from now on. */
   markVerified(peerId: string, name: string): void {
     const record = this.state.peers[peerId];
@@ -111,6 +133,9 @@ export async function loadTrustFile(file: string): Promise<TrustBook> {
   return new TrustBook(parsed);
 }
 
-export function saveTrustFile(file: string, book: TrustBook): Promise<void> {
+/** Saves the book, first taking in what another `sft` process with this identity saved meanwhile. */
+export async function saveTrustFile(file: string, book: TrustBook): Promise<void> {
+  const current = await loadTrustFile(file).catch(() => undefined);
+  if (current) book.merge(current.snapshot);
   return writePrivateJson(file, book.snapshot);
 }

@@ -198,6 +198,9 @@ export class Session implements vscode.Disposable {
   }
 
   private async saveTrust(): Promise<void> {
+    // Another window may have saved since this one read the store: keep what it learnt too.
+    const stored = this.context.globalState.get<TrustState>(TRUST_STATE_KEY);
+    if (stored && typeof stored.peers === 'object' && stored.peers !== null) this.trustBook.merge(stored);
     await this.context.globalState.update(TRUST_STATE_KEY, this.trustBook.snapshot);
     this.trustEmitter.fire();
   }

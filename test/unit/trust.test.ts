@@ -88,6 +88,27 @@ test('pins survive a save and load (the CLI trust file), order of first contact 
   }
 });
 
+test('two copies of the book (two VS Code windows) merge without losing a pin or a verification', () => {
+  const stored = new TrustBook();
+  stored.remember('id-bob', 'Bob');
+  const window1 = new TrustBook(structuredClone(stored.snapshot));
+  const window2 = new TrustBook(structuredClone(stored.snapshot));
+  window1.remember('id-carol', 'Carol'); // Met only in window 1.
+  window2.markVerified('id-bob', 'Bob'); // Verified only in window 2.
+  window2.remember('id-dave', 'Dave');
+  // Window 2 saves first; window 1 merges what is stored before saving over it.
+  window1.merge(window2.snapshot);
+  assert.equal(window1.verdict('id-bob', 'Bob'), 'verified', "window 2's verification is kept");
+  assert.equal(window1.verdict('id-carol', 'Carol'), 'seen');
+  assert.equal(window1.verdict('id-dave', 'Dave'), 'seen', "window 2's first contact is kept");
+  assert.equal(window1.verdict('id-mallory', 'Dave'), 'changed', 'and so is its pin');
+  assert.equal(window1.snapshot.peers['id-bob']!.firstSeen, stored.snapshot.peers['id-bob']!.firstSeen);
+  // Merging is idempotent, and junk in the stored copy is ignored.
+  window1.merge(window2.snapshot);
+  window1.merge({ peers: { 'id-junk': null as never } });
+  assert.deepEqual(Object.keys(window1.snapshot.peers).sort(), ['id-bob', 'id-carol', 'id-dave']);
+});
+
 test('a damaged trust file is an error, never a silently empty book', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-trust-'));
   try {
