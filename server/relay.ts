@@ -23,6 +23,7 @@ import {
   MAX_MESSAGE_BYTES,
   OfferSchema,
   PROTOCOL_VERSION,
+  DEFAULT_RESUME_GRACE_MS,
   SOCKET_PATH,
   DoneSchema,
   errorMessage,
@@ -250,7 +251,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
    * within the grace period.
    */
   const ended = new Map<string, EndedEntry>();
-  const resumeGraceMs = options.resumeGraceMs ?? 60_000;
+  const resumeGraceMs = options.resumeGraceMs ?? DEFAULT_RESUME_GRACE_MS;
   if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
   /** The link to the other nodes, from start() on, when `redis` is set; a single relay has none. */
   let cluster: ClusterLink | undefined;

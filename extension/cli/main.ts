@@ -155,7 +155,7 @@ function program(): Command {
       const { client, trust, journal } = await connect(options);
       const names = options.to.split(',').map((s) => s.trim());
       // The same command again after an earlier `sft send` was killed: continue that transfer.
-      const journaled = await journaledSend(journal, paths, names, client.relayLimits?.resumeGraceMs ?? 60_000);
+      const journaled = await journaledSend(journal, paths, names, client.resumeGraceMs);
       const to = journaled ? journaled.recipients : names.map((s) => client.findPeer(s));
       for (const peer of journaled ? [] : to) {
         if (trust.verdict(peer.peerId, peer.name) !== 'changed') continue;
@@ -202,7 +202,7 @@ function program(): Command {
     .option('--json', 'print each result as JSON')
     .action(async (options: CommonOptions & { json?: boolean }) => {
       const { client, journal } = await connect(options);
-      const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
+      const graceMs = client.resumeGraceMs;
       let exit: number = EXIT_CODES.ok;
       const records: OutgoingRecord[] = [];
       for (const record of await journal.outgoing()) {

@@ -20,6 +20,7 @@ import {
   PeerListSchema,
   ErrorSchema,
   SOCKET_PATH,
+  DEFAULT_RESUME_GRACE_MS,
   isChunk,
   parse,
   peerIdentity,
@@ -124,6 +125,11 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   get relayLimits(): ChallengeMessage | undefined {
     return this.challenge;
   }
+  /** How long this relay lets an interrupted transfer be resumed. */
+  get resumeGraceMs(): number {
+    return this.relayLimits?.resumeGraceMs ?? DEFAULT_RESUME_GRACE_MS;
+  }
+
 
   /** Connects and joins; rejects with the relay's reason (UNAUTHORIZED, BAD_PROOF, …) on refusal. */
   connect(): Promise<void> {

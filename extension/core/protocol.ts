@@ -17,6 +17,9 @@ export const PROTOCOL_VERSION = 1;
 /** Socket.IO path of the relay; both ends must agree. */
 export const SOCKET_PATH = '/sft/socket.io';
 
+/** How long a relay lets an interrupted transfer be resumed unless it says otherwise (challenge). */
+export const DEFAULT_RESUME_GRACE_MS = 60_000;
+
 export const MAX_NAME_LENGTH = 64;
 export const MAX_RECIPIENTS = 32;
 export const MAX_HEADER_BYTES = 1024 * 1024;

@@ -227,7 +227,7 @@ export class Sender {
    */
   async resumeJournaled(): Promise<void> {
     const client = this.session.requireClient();
-    const graceMs = client.relayLimits?.resumeGraceMs ?? 60_000;
+    const graceMs = client.resumeGraceMs;
     for (const record of await this.session.journal.outgoing()) {
       if (TransferJournal.isHeldElsewhere(record) || this.transfers.get(record.transferId)) continue;
       const peers = record.recipients;

@@ -190,7 +190,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
 
   private async load(journal: TransferJournal): Promise<void> {
     if (!this.client.relayLimits) await this.client.whenConnected(15_000);
-    const graceMs = (this.client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000;
+    const graceMs = this.client.resumeGraceMs + 2_000;
     for (const record of (await journal.list()).records) {
       if (record.kind !== 'receive' || TransferJournal.isHeldElsewhere(record)) continue;
       const left = record.updatedAt + graceMs - Date.now();
@@ -575,7 +575,7 @@ async function receive(
       clearTimeout(stallTimer);
       // Should this process die while it waits, a new one continues from here.
       queue = queue.then(() => (finished ? undefined : queueCheckpoint(expected, () => undefined)));
-      const graceMs = (client.relayLimits?.resumeGraceMs ?? 60_000) + 2_000; // The relay's grace, and a little for the journey.
+      const graceMs = client.resumeGraceMs + 2_000; // The relay's grace, and a little for the journey.
       graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
       resumable.suspended.set(transferId, {
         signature: resumable.signature,

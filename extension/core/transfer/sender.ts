@@ -295,7 +295,7 @@ async function run(
     if (fatal) throw fatal;
   };
 
-  const graceMs = () => client.relayLimits?.resumeGraceMs ?? 60_000;
+  const graceMs = () => client.resumeGraceMs;
   /** An interrupted leg may be offered again until the relay's grace period after it was cut off… */
   const deadlineOf = (leg: Leg) => (leg.since ?? Date.now()) + graceMs();
   /** …less this margin, for the offer's journey and its answer. */
