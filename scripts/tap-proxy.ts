@@ -11,13 +11,17 @@ export interface TapProxy {
   readonly url: string;
   /** Cuts every connection through the tap, as a network failure would; new ones still pass. */
   cut(): void;
+  /** Down: cuts every connection and refuses new ones, until up again (a longer outage). */
+  setDown(down: boolean): void;
   close(): Promise<void>;
 }
 
 export async function startTapProxy(relayUrl: string, onData: (direction: TapDirection, data: Buffer) => void): Promise<TapProxy> {
   const target = new URL(relayUrl);
   const sockets = new Set<net.Socket>();
+  let down = false;
   const server = net.createServer((client) => {
+    if (down) return void client.destroy();
     const upstream = net.connect(Number(target.port), target.hostname.replace(/^\[|\]$/g, ''));
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -38,6 +42,10 @@ export async function startTapProxy(relayUrl: string, onData: (direction: TapDir
     url: `http://127.0.0.1:${port}`,
     cut: () => {
       for (const s of sockets) s.destroy();
+    },
+    setDown: (value) => {
+      down = value;
+      if (down) for (const s of sockets) s.destroy();
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -252,6 +252,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
    */
   const ended = new Map<string, EndedEntry>();
   const resumeGraceMs = options.resumeGraceMs ?? DEFAULT_RESUME_GRACE_MS;
+  /**
+   * Cancels of interrupted transfers for ends that were not connected here when they came: given
+   * to them when they join again within the grace period, so that they see CANCELLED rather than
+   * EXPIRED when it runs out. By peer id, then transfer id; bounded like `ended`.
+   */
+  const pendingCancels = new Map<string, Map<string, { message: Parameters<RelayToClientEvents['cancel']>[0]; at: number }>>();
+  let pendingCount = 0;
   if (!Number.isSafeInteger(resumeGraceMs) || resumeGraceMs < 0) throw new RangeError('resumeGraceMs must be a whole number of milliseconds.');
   /** The link to the other nodes, from start() on, when `redis` is set; a single relay has none. */
   let cluster: ClusterLink | undefined;
@@ -463,6 +470,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         audit.write({ event: 'join', peer: peer.peerId, address: clientAddress(socket) });
         log.info({ peer: peer.peerId }, 'peer joined');
         reply({ ok: true, peers });
+        deliverPendingCancels(socket, peer.peerId);
       }),
     );
 
@@ -776,7 +784,24 @@ export function createRelay(options: RelayOptions = {}): Relay {
       audit.write({ event: 'cancel', transfer: cancel.transferId, from: entry.from, to: leg.to, by: peerId, code: cancel.code, cipherBytes: 0, durationMs: 0 });
     }
     const notify = bySender ? legs.map((l) => l.to) : [entry.from];
-    for (const target of toPeers(notify)) target.emit('cancel', { transferId: cancel.transferId, code: cancel.code, message, from: peerId });
+    const forwarded = { transferId: cancel.transferId, code: cancel.code, message, from: peerId };
+    for (const target of toPeers(notify)) target.emit('cancel', forwarded);
+    for (const id of notify) {
+      if ((io.sockets.adapter.rooms.get(roomOf(id))?.size ?? 0) > 0 || pendingCount >= RECENTLY_ENDED) continue;
+      const mine = pendingCancels.get(id) ?? new Map();
+      if (!mine.has(cancel.transferId)) pendingCount += 1;
+      mine.set(cancel.transferId, { message: forwarded, at: Date.now() });
+      pendingCancels.set(id, mine);
+    }
+  }
+
+  /** Gives a peer that has just joined the cancels it missed while away (see pendingCancels). */
+  function deliverPendingCancels(socket: RelaySocket, peerId: string): void {
+    const mine = pendingCancels.get(peerId);
+    if (!mine) return;
+    pendingCancels.delete(peerId);
+    pendingCount -= mine.size;
+    for (const { message, at } of mine.values()) if (Date.now() - at <= resumeGraceMs) socket.emit('cancel', message);
   }
 
   /**

@@ -286,7 +286,7 @@ function program(): Command {
         });
         inbox.on('expired', (e) => {
           const names = e.files.map((f) => escapeForDisplay(path.basename(f))).join(', ');
-          process.stderr.write(`The transfer ${e.transferId} from ${shortPeerId(e.from)} (${names}), accepted before this process restarted, expired: ${escapeForDisplay(e.error.message)} (${e.error.code})\n`);
+          process.stderr.write(`The transfer ${e.transferId} from ${shortPeerId(e.from)} (${names}), accepted before this process restarted, ${e.error.code === 'EXPIRED' ? 'expired' : 'was called off'}: ${escapeForDisplay(e.error.message)} (${e.error.code})\n`);
           process.exitCode = exitCodeFor(e.error.code);
           if (options.once) resolve();
         });

@@ -66,6 +66,10 @@ export interface TransferListener {
   disconnected?(): void;
 }
 
+/** How many cancels for not-yet-registered transfers are kept, and for how long. */
+const UNCLAIMED_CANCELS = 100;
+const UNCLAIMED_CANCEL_MS = 30_000;
+
 interface RelayClientEvents {
   state: [ConnectionState];
   peers: [ReadonlyMap<string, PeerInfo>];
@@ -82,6 +86,8 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
   private readonly socket: ClientSocket;
   private readonly peerMap = new Map<string, PeerInfo>();
   private readonly transfers = new Map<string, TransferListener>();
+  /** Cancels that came for a transfer no listener had registered yet, with when (bounded). */
+  private readonly unclaimedCancels = new Map<string, { code: ErrorCode; message: string; from?: string; at: number }>();
   private readonly pending = new Set<Promise<void>>();
   private joining = false;
   private challenge: ChallengeMessage | undefined;
@@ -163,6 +169,16 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
 
   register(transferId: string, listener: TransferListener): () => void {
     this.transfers.set(transferId, listener);
+    const unclaimed = this.unclaimedCancels.get(transferId);
+    if (unclaimed) {
+      this.unclaimedCancels.delete(transferId);
+      if (Date.now() - unclaimed.at <= UNCLAIMED_CANCEL_MS) {
+        // After the caller has its unregister function, as for a cancel arriving a moment later.
+        queueMicrotask(() => {
+          if (this.transfers.get(transferId) === listener) listener.cancel?.(unclaimed.code, unclaimed.message, unclaimed.from);
+        });
+      }
+    }
     return () => {
       if (this.transfers.get(transferId) === listener) this.transfers.delete(transferId);
     };
@@ -354,7 +370,13 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     }));
     s.on('cancel', this.checked((raw: unknown) => {
       const m = parse(ForwardedCancelSchema, raw, 'cancel');
-      this.transfers.get(m.transferId)?.cancel?.(m.code, m.message ?? 'Cancelled.', m.from);
+      const listener = this.transfers.get(m.transferId);
+      if (listener) return listener.cancel?.(m.code, m.message ?? 'Cancelled.', m.from);
+      // Nobody has registered this transfer yet (an Inbox still reading its journal after a
+      // restart): kept briefly for the listener that registers it.
+      this.unclaimedCancels.delete(m.transferId);
+      this.unclaimedCancels.set(m.transferId, { code: m.code, message: m.message ?? 'Cancelled.', ...(m.from ? { from: m.from } : {}), at: Date.now() });
+      if (this.unclaimedCancels.size > UNCLAIMED_CANCELS) this.unclaimedCancels.delete(this.unclaimedCancels.keys().next().value!);
     }));
     s.on('relay.error', this.checked((raw: unknown) => {
       const m = parse(ErrorSchema, raw, 'relay.error');

@@ -58,8 +58,9 @@ export class Receiver {
     const onResumed = (resumed: ResumedTransfer) => void this.onResumed(resumed);
     const onExpired = (expired: ExpiredTransfer) => {
       const names = expired.files.map((f) => safeText(path.basename(f)));
-      this.log.warn(`An interrupted transfer from ${shortPeerId(expired.from)} expired: ${safeText(expired.error.message)} (${expired.error.code})`);
-      void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} from ${shortPeerId(expired.from)} expired: its sender did not come back in time. Its partial files were removed.`);
+      const why = expired.error.code === 'EXPIRED' ? 'expired: its sender did not come back in time' : `was called off: ${safeText(expired.error.message)} (${expired.error.code})`;
+      this.log.warn(`An interrupted transfer from ${shortPeerId(expired.from)} ended: ${safeText(expired.error.message)} (${expired.error.code})`);
+      void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} from ${shortPeerId(expired.from)} ${why}. Its partial files were removed.`);
     };
     inbox.on('offer', onOffer);
     inbox.on('refused', onRefused);

@@ -155,6 +155,29 @@ test('a source that changed while its sender was down is reported, not sent: SOU
   assert.deepEqual(await t.journals('bob'), []);
 });
 
+test('a sender that gives up (Ctrl-C) while its killed receiver is down: the restarted receiver learns CANCELLED at once and removes the partial file', async () => {
+  // A grace period far longer than the test: only the relay's notice can end bob's journal early.
+  const t = await setUp(['--resume-grace', '120']);
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(32);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+  // Alice waits for bob to come back (the relay sees his socket close at once); she gives up.
+  await new Promise((r) => setTimeout(r, 1000));
+  alice.child.kill('SIGINT');
+  assert.equal(await alice.exited, EXIT_CODES.failed, log(alice));
+  assert.match(alice.stderr.join('\n'), /CANCELLED/);
+  assert.deepEqual(await t.journals('alice'), [], "the sender's journal is gone");
+
+  // Bob's new process reads his journal; the relay hands it the cancel it missed.
+  const bob2 = await t.receive();
+  assert.notEqual(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  assert.match(bob2.stderr.join('\n'), /was called off: .*\(CANCELLED\)/);
+  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+  assert.deepEqual(await t.journals('bob'), [], "the receiver's journal is gone");
+});
+
 test('both ends are killed mid-transfer and started again: the journals on both sides carry it to the end', async () => {
   const t = await setUp();
   const bob = await t.receive();

@@ -188,3 +188,39 @@ test("an offer still unanswered when the recipient's network drops is taken down
   assert.equal(result.recipients[0]!.outcome, 'done', JSON.stringify(result.recipients[0]));
   assert.equal(await sha256File(path.join(out, 'asked-twice.bin')), sum);
 });
+
+test('a sender that cancels while the recipient is away: the recipient learns CANCELLED when it is back, not EXPIRED later', async () => {
+  // A grace period far longer than the test may take: only the relay's notice can end it in time.
+  const h = await Harness.start({ resumeGraceMs: 120_000 });
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await writeRandomFile(path.join(src, 'away.bin'), 80 * DEFAULT_CHUNK_SIZE, 'away');
+  // Bob's network goes down for good mid-transfer; Alice, still connected, gives up on him.
+  const controller = new AbortController();
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 20) tap.setDown(true);
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sending = sendFiles(alice.client, { paths: [path.join(src, 'away.bin')], to: [alice.client.findPeer('bob')], signal: controller.signal });
+  await h.until(() => !alice.client.peers.has(bob.identity.peerId));
+  controller.abort();
+  const sent = await sending;
+  const leg = sent.recipients[0]!;
+  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  // Bob comes back: the relay hands him the cancel he missed.
+  tap.setDown(false);
+  await assert.rejects(received, (error: { code?: string }) => {
+    assert.equal(error.code, 'CANCELLED');
+    return true;
+  });
+  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
+});

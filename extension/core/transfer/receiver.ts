@@ -109,7 +109,7 @@ interface InboxEvents {
   offer: [IncomingOffer];
   /** A transfer accepted before this process started continues from its journal. */
   resumed: [ResumedTransfer];
-  /** A journaled transfer that can no longer be resumed was cleaned up. */
+  /** A journaled transfer that can no longer be resumed (expired, or called off) was cleaned up. */
   expired: [ExpiredTransfer];
   /** An offer that failed an end-to-end check; the sender is told with the same code. */
   refused: [OfferRefusal];
@@ -200,17 +200,26 @@ export class Inbox extends EventEmitter<InboxEvents> {
       }
       const timer = setTimeout(() => void this.expireJournaled(journal, record), left);
       this.journaled.set(record.transferId, { record, timer });
+      // The sender may call it off instead of offering it again (the relay passes that on when
+      // this client joins): it ends now, not when the grace runs out. Replaced on a resume.
+      this.client.register(record.transferId, {
+        cancel: (code, message) => {
+          if (RESUMABLE_CODES.includes(code) || !this.journaled.has(record.transferId)) return;
+          clearTimeout(timer);
+          void this.expireJournaled(journal, record, new SftError(code, message));
+        },
+      });
     }
   }
 
-  private async expireJournaled(journal: TransferJournal, record: IncomingRecord): Promise<void> {
+  private async expireJournaled(journal: TransferJournal, record: IncomingRecord, why?: SftError): Promise<void> {
     this.journaled.delete(record.transferId);
     await journal.discard(record).catch(() => undefined);
     this.emit('expired', {
       transferId: record.transferId,
       from: record.offer.sender.peerId,
       files: record.files.map((f) => f.finalPath),
-      error: new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer; its partial files were removed.'),
+      error: why ?? new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer; its partial files were removed.'),
     });
   }
 

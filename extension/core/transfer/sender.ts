@@ -274,6 +274,11 @@ async function run(
     changed();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  /** Settles when the user cancels (after onAbort has set `fatal`): long waits end at once. */
+  const aborted = new Promise<void>((resolve) => {
+    if (options.signal?.aborted) resolve();
+    options.signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
 
   /**
    * Waits until `ready()` holds, failing on a fatal outcome or after `timeoutMs`: of silence, or
@@ -317,7 +322,9 @@ async function run(
       const legsWaiting = waiting();
       if (legsWaiting.length === 0) return;
       const soonest = Math.min(...legsWaiting.map(([, l]) => deadlineOf(l))) - margin();
-      if (!(await client.whenConnected(Math.max(0, soonest - Date.now())))) {
+      const connected = await Promise.race([client.whenConnected(Math.max(0, soonest - Date.now())), aborted.then(() => false)]);
+      if (fatal) throw fatal;
+      if (!connected) {
         // Not back in time (or closed for good): the legs whose time is up are given up.
         const closed = Date.now() < soonest;
         for (const [, leg] of legsWaiting) if (closed || Date.now() >= deadlineOf(leg) - margin()) expire(leg, 'The connection did not come back in time to resume the transfer.');
@@ -325,7 +332,10 @@ async function run(
       }
       // A recipient whose process died comes back as a new connection: wait for its presence
       // rather than burn offers (and resume attempts) while it is away.
-      const online = await Promise.all(legsWaiting.map(([id]) => client.whenPeerOnline(id, Math.max(0, soonest - Date.now()))));
+      const online = await Promise.race([
+        Promise.all(legsWaiting.map(([id]) => client.whenPeerOnline(id, Math.max(0, soonest - Date.now())))),
+        aborted.then(() => [] as boolean[]),
+      ]);
       if (fatal) throw fatal;
       if (client.state !== 'connected') continue;
       const targets = legsWaiting.filter((_, i) => online[i]);
