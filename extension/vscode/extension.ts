@@ -71,15 +71,8 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   };
   let inboxListener: vscode.Disposable | undefined;
   // Offers not yet answered cannot be accepted once the connection they came on is gone.
-  const dropUnansweredOffers = (state: string) => {
-    if (state === 'connected') return;
-    for (const t of transfers.list()) {
-      if (t.status === 'offer') transfers.update(t.id, { status: 'cancelled', error: { code: 'PEER_GONE', message: 'The connection closed before you answered; the sender may offer it again.' } });
-    }
-  };
   subscriptions.push(
     session.onDidChangeState(refresh),
-    session.onDidChangeState(dropUnansweredOffers),
     session.onDidChangePeers(refresh),
     session.onDidChangeTrust(() => peersView.refresh()),
     session.onDidCreateInbox((inbox) => {

@@ -14,7 +14,7 @@ import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { ExpiredTransfer, Inbox, IncomingOffer, ReceiveResult, ConflictPolicy, ResumedTransfer } from '../core/transfer/receiver';
 import type { ConnectionState } from '../core/client';
-import type { PeerInfo } from '../core/protocol';
+import { RESUMABLE_CODES, type PeerInfo } from '../core/protocol';
 import type { TrustVerdict } from '../core/trust';
 import { copyToUri, tooLarge } from './files';
 import { progressReporter, reportConnection } from './progress';
@@ -53,7 +53,8 @@ export class Receiver {
       const entry = this.transfers.get(w.transferId);
       if (entry?.status !== 'offer') return;
       this.transfers.update(w.transferId, { status: 'cancelled', error: w.error.toJSON() });
-      void vscode.window.showInformationMessage(`${entry.peerLabel} withdrew the offer of ${describeNames(entry.names)}.`);
+      // A dropped connection (either end's) is not the sender's doing; it will be asked again.
+      if (!RESUMABLE_CODES.includes(w.error.code)) void vscode.window.showInformationMessage(`${entry.peerLabel} withdrew the offer of ${describeNames(entry.names)}.`);
     };
     const onResumed = (resumed: ResumedTransfer) => void this.onResumed(resumed);
     const onExpired = (expired: ExpiredTransfer) => {
