@@ -5,6 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
+import { freePort } from './free-port';
 
 export interface RedisServer {
   readonly url: string;
@@ -39,14 +40,6 @@ export async function startRedis(port?: number): Promise<RedisServer> {
       await exited;
     },
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** One inline command over RESP, read until the bulk reply is complete. */

@@ -19,7 +19,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { TreeSampler, freePort, readStat, totalCpu, treeOf } from './procfs';
+import { freePort } from '../free-port';
+import { TreeSampler, readStat, totalCpu, treeOf } from './procfs';
 
 export interface ProcessFigures {
   cpuSeconds: number;

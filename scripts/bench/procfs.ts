@@ -8,7 +8,6 @@
  * escapes the sampler, so its figures are lower bounds; where a process waits for its children, its
  * own cutime + cstime counts them exactly, and the larger of the two figures is reported.
  */
-import net from 'node:net';
 import { readFileSync, readdirSync } from 'node:fs';
 
 const TICKS = 100; // USER_HZ, 100 on every Linux this runs on.
@@ -158,13 +157,3 @@ export function totalCpu(pid: number): number | undefined {
   return s ? s.self + s.children : undefined;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -13,13 +13,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import util from 'node:util';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { HOST_DIR, playwright, type Browser, type BrowserContext, type Locator, type Page } from './playwright';
+import { freePort } from '../../scripts/free-port';
 
 export type { Browser, BrowserContext, Locator, Page } from './playwright';
 
@@ -102,17 +102,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.kill(process.pid, signal);
   };
   process.on(signal, onSignal);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**
