@@ -247,7 +247,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   register('resetIdentity', async () => {
     const ok = await vscode.window.showWarningMessage(
       'Reset your identity?',
-      { modal: true, detail: 'Your keys are deleted and new ones are made. Teammates who verified you will see a KEY CHANGED warning until they verify you again.' },
+      { modal: true, detail: 'Your keys are deleted and new ones are made. Teammates who have met you under your name, verified or not, will see a KEY CHANGED warning until they verify your new key.' },
       'Reset Identity',
     );
     if (ok !== 'Reset Identity' || !(await confirmIfBusy('Resetting your identity'))) return;
