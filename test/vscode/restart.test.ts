@@ -209,6 +209,9 @@ async function receiveAcrossRestart(how: 'kill' | 'reload'): Promise<void> {
     }, 60_000, 5);
     const hosts = extensionHostPids(t.server);
     assert.equal(hosts.length, 1, `one extension host for one window: ${hosts.join(', ')}`);
+    // Alice is frozen (SIGSTOP) until Bob's new extension host is up, so the restart always lands
+    // in the middle of the transfer, however fast this machine moves the file.
+    alice.child.kill('SIGSTOP');
     if (reload) {
       // A graceful stop: the extension deactivates, and must leave the transfer to the next host.
       await reload();
@@ -226,6 +229,7 @@ async function receiveAcrossRestart(how: 'kill' | 'reload'): Promise<void> {
     assert.ok(verifiedBefore < CHUNKS, 'stopped before the end');
     const restarted = await until('a new extension host', async () => extensionHostPids(t.server).find((pid) => pid !== hosts[0]), 60_000, 100);
     assert.ok(restarted);
+    alice.child.kill('SIGCONT');
 
     // The new extension host connects, reads the journal and continues without asking.
     const resumed = notificationToasts(page).filter({ hasText: /Resuming big\.bin from Alice \(chunk \d+ of \d+\)/ }).first();
@@ -311,9 +315,13 @@ test('Bob reloads his window while sending: the new extension host carries the t
     }, 60_000, 5);
     const [journal] = await journals(journalDir, 'send');
     assert.ok(journal, 'Bob\'s window journals the transfer it sends');
+    // Carol is frozen (SIGSTOP) until Bob's window is back, so the reload always lands in the
+    // middle of the transfer, however fast this machine moves the file.
+    carol.child.kill('SIGSTOP');
     await reload();
     assert.ok(receiving < SIZE, 'the reload came before the end');
     await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
+    carol.child.kill('SIGCONT');
     await screenshot(page, shots, 'bob-reloaded');
 
     // The new extension host finds the outgoing journal when it joins, and continues. Its progress
