@@ -268,17 +268,16 @@ async function run(
     },
   });
 
+  /** Settles when the user cancels (once `fatal` is set): the waits to resume end at once. */
+  let stopWaiting: () => void = () => undefined;
+  const aborted = new Promise<void>((resolve) => (stopWaiting = resolve));
   const onAbort = () => {
     fatal = new SftError('CANCELLED', 'The transfer was cancelled.');
     client.cancel(transferId, 'CANCELLED', 'The sender cancelled.');
+    stopWaiting();
     changed();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  /** Settles when the user cancels (after onAbort has set `fatal`): long waits end at once. */
-  const aborted = new Promise<void>((resolve) => {
-    if (options.signal?.aborted) resolve();
-    options.signal?.addEventListener('abort', () => resolve(), { once: true });
-  });
 
   /**
    * Waits until `ready()` holds, failing on a fatal outcome or after `timeoutMs`: of silence, or
