@@ -3,72 +3,25 @@
  * sender's journal), the relay process killed with SIGKILL and started again on the same port
  * mid-transfer, and Ctrl-C in `sft send`. Real `sft-relay` and `sft` processes, a 64 MiB file.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { start, startRelayProcess, waitForLine, type Running } from '../helpers/processes';
-import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
+import { start, waitForLine } from '../helpers/processes';
+import { setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
+import { listTree, sha256File } from '../helpers/harness';
 import { EXIT_CODES } from '../../extension/cli/exit-codes';
 
 const SIZE = 64 * 1024 * 1024 + 123;
 
-const running: Running[] = [];
-const dirs: string[] = [];
-after(async () => {
-  for (const p of running) await p.stop('SIGKILL');
-  for (const d of dirs) await fs.rm(d, { recursive: true, force: true });
-});
-
-async function setUp(relayArgs: string[] = []) {
-  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-faults-'));
-  dirs.push(work);
-  const auditLog = path.join(work, 'audit.jsonl');
-  const { relay, url } = await startRelayProcess(['--audit-log', auditLog, ...relayArgs]);
-  running.push(relay);
-  const src = path.join(work, 'src', 'big.bin');
-  const sum = await writeRandomFile(src, SIZE, 'faults');
-  const out = path.join(work, 'out');
-  const identity = (name: string) => path.join(work, `id-${name}`);
-  const spawn = (args: string[]) => {
-    const p = start('sft', [...args, '--relay', url]);
-    running.push(p);
-    return p;
-  };
-  const receive = async (once = true) => {
-    const p = spawn(['receive', '--out', out, '--yes', ...(once ? ['--once'] : []), '--name', 'bob', '--identity', identity('bob')]);
-    await waitForLine(p.stderr, /Waiting for files/, 30_000);
-    return p;
-  };
-  const send = () => spawn(['send', src, '--to', 'bob', '--name', 'alice', '--identity', identity('alice')]);
-  /** Waits until bob's journal records at least `min` verified chunks. */
-  const journaledChunks = async (min: number, timeoutMs = 60_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const folder = path.join(identity('bob'), 'transfers');
-      for (const name of await fs.readdir(folder).catch(() => [] as string[])) {
-        if (!/^receive-.*\.json$/.test(name)) continue;
-        const text = await fs.readFile(path.join(folder, name), 'utf8').catch(() => '{}');
-        const verified = (JSON.parse(text) as { verified?: number }).verified ?? 0;
-        if (verified >= min) return verified;
-      }
-      if (Date.now() > deadline) throw new Error(`bob's journal never reached ${min} chunks`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
-  const journals = async (name: string) => (await fs.readdir(path.join(identity(name), 'transfers')).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
-  const audit = async () => (await fs.readFile(auditLog, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { relay, url, work, src, out, sum, identity, receive, send, journaledChunks, journals, audit };
-}
-
-const log = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');
+const setUp = (relayArgs: string[] = []) => setUpCliTransfer({ prefix: 'faults', size: SIZE, relayArgs });
+const log = stderrOf;
 
 test('a resume offered after the grace period is refused by the relay itself (EXPIRED), whatever the journal says', { timeout: 240_000 }, async () => {
   const t = await setUp(['--resume-grace', '2']);
   // Bob stays online throughout, so the late re-offer reaches the relay's check and not a wait
   // for the recipient.
-  const bob = await t.receive(false);
+  const bob = await t.receive('bob', t.out, false);
   const alice = t.send();
   await t.journaledChunks(16);
   alice.child.kill('SIGKILL');
@@ -115,7 +68,6 @@ test('the relay process is killed mid-transfer and started again on the same por
   // A new process, same port, same audit log (the relay keeps no other state).
   const port = new URL(t.url).port;
   const relay2 = start('sft-relay', ['--port', port, '--audit-log', path.join(t.work, 'audit.jsonl')]);
-  running.push(relay2);
   await waitForLine(relay2.stdout, /^sft-relay listening on /, 30_000);
 
   const [, from, of] = await waitForLine(alice.stderr, /Resuming transfer \S+ from chunk (\d+) of (\d+)/, 90_000);

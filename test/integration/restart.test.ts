@@ -5,12 +5,12 @@
  * EXPIRED on both sides, with its partial file and both journals removed. Real `sft-relay` and
  * `sft` processes, a 64 MiB file.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { start, startRelayProcess, waitForLine, type Running } from '../helpers/processes';
+import { waitForLine } from '../helpers/processes';
+import { setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
 import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
 import { EXIT_CODES } from '../../extension/cli/exit-codes';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
@@ -18,55 +18,8 @@ import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
 const SIZE = 64 * 1024 * 1024 + 123;
 const CHUNKS = Math.ceil(SIZE / DEFAULT_CHUNK_SIZE);
 
-const running: Running[] = [];
-const dirs: string[] = [];
-after(async () => {
-  for (const p of running) await p.stop('SIGKILL');
-  for (const d of dirs) await fs.rm(d, { recursive: true, force: true });
-});
-
-async function setUp(relayArgs: string[] = []) {
-  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-restart-'));
-  dirs.push(work);
-  const { relay, url } = await startRelayProcess(relayArgs);
-  running.push(relay);
-  const src = path.join(work, 'src', 'big.bin');
-  const sum = await writeRandomFile(src, SIZE, 'restart');
-  const out = path.join(work, 'out');
-  const identity = (name: string) => path.join(work, `id-${name}`);
-  const spawn = (bin: 'sft', args: string[]) => {
-    const p = start(bin, [...args, '--relay', url]);
-    running.push(p);
-    return p;
-  };
-  const receive = async (name = 'bob', folder = out) => {
-    const p = spawn('sft', ['receive', '--out', folder, '--yes', '--once', '--name', name, '--identity', identity(name)]);
-    await waitForLine(p.stderr, /Waiting for files/);
-    return p;
-  };
-  const send = (paths = [src], to = 'bob') => spawn('sft', ['send', ...paths, '--to', to, '--name', 'alice', '--identity', identity('alice')]);
-  const resume = () => spawn('sft', ['resume', '--name', 'alice', '--identity', identity('alice')]);
-  /** The chunks bob's (or another receiver's) journal records as verified and synced, once at least `min`. */
-  const journaledChunks = async (min: number, timeoutMs = 30_000, name = 'bob') => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const folder = path.join(identity(name), 'transfers');
-      for (const name of await fs.readdir(folder).catch(() => [] as string[])) {
-        // Journals are replaced through temporary files (…json.<random>.tmp): read only the real ones.
-        if (!/^receive-.*\.json$/.test(name)) continue;
-        const text = await fs.readFile(path.join(folder, name), 'utf8').catch(() => '{}');
-        const verified = (JSON.parse(text) as { verified?: number }).verified ?? 0;
-        if (verified >= min) return verified;
-      }
-      if (Date.now() > deadline) throw new Error(`${name}'s journal never reached ${min} chunks`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
-  const journals = async (name: string) => (await fs.readdir(path.join(identity(name), 'transfers')).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
-  return { relay, work, src, out, sum, receive, send, resume, journaledChunks, journals };
-}
-
-const log = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');
+const setUp = (relayArgs: string[] = []) => setUpCliTransfer({ prefix: 'restart', size: SIZE, relayArgs });
+const log = stderrOf;
 
 test('the receiver is killed mid-transfer and started again: the file arrives whole, resumed from its journal', async () => {
   const t = await setUp();
