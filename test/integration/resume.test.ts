@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
-import { createRelay } from '../../server/relay';
+import { createRelay, type RelayOptions } from '../../server/relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { startTapProxy } from '../../scripts/tap-proxy';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
@@ -35,6 +35,21 @@ function spy(peer: Peer, at: Record<number, () => void> = {}) {
     return offer(message);
   };
   return { chunks: () => chunks, offers: () => offers };
+}
+
+/**
+ * A relay, Alice and Bob joined (reconnecting on their own) and seeing each other, and two
+ * folders; with `throughTap`, that peer connects through a TCP proxy the test can cut.
+ */
+async function pair(options: RelayOptions, throughTap?: 'alice' | 'bob') {
+  const h = await Harness.start(options);
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true, ...(throughTap === 'alice' ? { url: tap.url } : {}) });
+  const bob = await h.peer('bob', { reconnect: true, ...(throughTap === 'bob' ? { url: tap.url } : {}) });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  return { h, tap, alice, bob, src: await h.tempDir(), out: await h.tempDir() };
 }
 
 test('the relay restarts mid-transfer: both ends reconnect and the transfer resumes from the last verified chunk', async () => {
@@ -71,15 +86,7 @@ test('the relay restarts mid-transfer: both ends reconnect and the transfer resu
 });
 
 test("the receiver's network drops mid-transfer: it reconnects and the transfer resumes", async () => {
-  const h = await Harness.start();
-  cleanups.push(() => h.close());
-  const tap = await startTapProxy(h.url, () => undefined);
-  cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true });
-  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
+  const { tap, alice, bob, src, out } = await pair({}, 'bob');
   const size = 100 * DEFAULT_CHUNK_SIZE;
   const sum = await writeRandomFile(path.join(src, 'cut.bin'), size, 'cut');
   const sender = spy(alice);
@@ -100,13 +107,7 @@ test("the receiver's network drops mid-transfer: it reconnects and the transfer 
 });
 
 test('a peer that does not come back within the grace period: both sides see EXPIRED, nothing partial remains', async () => {
-  const h = await Harness.start({ resumeGraceMs: 500 });
-  cleanups.push(() => h.close());
-  const alice = await h.peer('alice', { reconnect: true });
-  const bob = await h.peer('bob', { reconnect: true });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
+  const { alice, bob, src, out } = await pair({ resumeGraceMs: 500 });
   await writeRandomFile(path.join(src, 'gone.bin'), 60 * DEFAULT_CHUNK_SIZE, 'gone');
   // The sender vanishes for good once bob has written ten chunks.
   let written = 0;
@@ -127,15 +128,7 @@ test('a peer that does not come back within the grace period: both sides see EXP
 test('a sender that cancels while the transfer waits to be resumed: the recipient learns CANCELLED at once, not EXPIRED later', async () => {
   const events: Array<Record<string, unknown>> = [];
   // A grace period far longer than the test may take: only the relay's notice can end it in time.
-  const h = await Harness.start({ resumeGraceMs: 120_000, auditLog: { write: (e) => void events.push(e as Record<string, unknown>), close: async () => undefined } });
-  cleanups.push(() => h.close());
-  const tap = await startTapProxy(h.url, () => undefined);
-  cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true, url: tap.url });
-  const bob = await h.peer('bob', { reconnect: true });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
+  const { h, tap, alice, bob, src, out } = await pair({ resumeGraceMs: 120_000, auditLog: { write: (e) => void events.push(e as Record<string, unknown>), close: async () => undefined } }, 'alice');
   await writeRandomFile(path.join(src, 'called-off.bin'), 80 * DEFAULT_CHUNK_SIZE, 'called-off');
   // Alice's connection is cut mid-transfer; back, she cancels instead of offering it again.
   const controller = new AbortController();
@@ -162,15 +155,7 @@ test('a sender that cancels while the transfer waits to be resumed: the recipien
 });
 
 test("an offer still unanswered when the recipient's network drops is taken down, then asked again once it is back", async () => {
-  const h = await Harness.start();
-  cleanups.push(() => h.close());
-  const tap = await startTapProxy(h.url, () => undefined);
-  cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true });
-  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
+  const { tap, alice, bob, src, out } = await pair({}, 'bob');
   const sum = await writeRandomFile(path.join(src, 'asked-twice.bin'), 3 * DEFAULT_CHUNK_SIZE + 5, 'asked-twice');
   const withdrawn = new Promise<{ code: string }>((resolve) => bob.inbox.once('withdrawn', (w) => resolve(w.error)));
   const sent = sendFiles(alice.client, { paths: [path.join(src, 'asked-twice.bin')], to: [alice.client.findPeer('bob')] });
@@ -191,15 +176,7 @@ test("an offer still unanswered when the recipient's network drops is taken down
 
 test('a sender that cancels while the recipient is away: the recipient learns CANCELLED when it is back, not EXPIRED later', async () => {
   // A grace period far longer than the test may take: only the relay's notice can end it in time.
-  const h = await Harness.start({ resumeGraceMs: 120_000 });
-  cleanups.push(() => h.close());
-  const tap = await startTapProxy(h.url, () => undefined);
-  cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true });
-  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
+  const { h, tap, alice, bob, src, out } = await pair({ resumeGraceMs: 120_000 }, 'bob');
   await writeRandomFile(path.join(src, 'away.bin'), 80 * DEFAULT_CHUNK_SIZE, 'away');
   // Bob's network goes down for good mid-transfer; Alice, still connected, gives up on him.
   const controller = new AbortController();
