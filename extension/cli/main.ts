@@ -3,6 +3,7 @@
  * for build servers and terminals. Results go to stdout, progress and diagnostics to stderr, and
  * the exit code tells scripts what happened (see EXIT_CODES).
  */
+import './heap'; // First: sizes the heap before anything else loads (see heap.ts).
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
