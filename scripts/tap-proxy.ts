@@ -16,12 +16,15 @@ export interface TapProxy {
   close(): Promise<void>;
 }
 
-export async function startTapProxy(relayUrl: string, onData: (direction: TapDirection, data: Buffer) => void): Promise<TapProxy> {
+/** `connection` numbers the connections through the tap (0, 1, …), so each one's bytes can be told apart. */
+export async function startTapProxy(relayUrl: string, onData: (direction: TapDirection, data: Buffer, connection: number) => void): Promise<TapProxy> {
   const target = new URL(relayUrl);
   const sockets = new Set<net.Socket>();
   let down = false;
+  let connections = 0;
   const server = net.createServer((client) => {
     if (down) return void client.destroy();
+    const connection = connections++;
     const upstream = net.connect(Number(target.port), target.hostname.replace(/^\[|\]$/g, ''));
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -31,8 +34,8 @@ export async function startTapProxy(relayUrl: string, onData: (direction: TapDir
         upstream.destroy();
       });
     }
-    client.on('data', (data: Buffer) => onData('to-relay', data));
-    upstream.on('data', (data: Buffer) => onData('from-relay', data));
+    client.on('data', (data: Buffer) => onData('to-relay', data, connection));
+    upstream.on('data', (data: Buffer) => onData('from-relay', data, connection));
     client.pipe(upstream);
     upstream.pipe(client);
   });

@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { io, type Socket } from 'socket.io-client';
+import { RelayTransport } from './transport';
 import { SftError, isErrorCode, type ErrorCode } from './errors';
 import {
   CLIENT_CANCEL_CODES,
@@ -98,7 +99,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     super();
     this.socket = io(options.url, {
       path: SOCKET_PATH,
-      transports: ['websocket'],
+      transports: [RelayTransport],
       autoConnect: false,
       reconnection: options.reconnect ?? true,
       reconnectionDelay: 500,

@@ -467,6 +467,65 @@ test('the relay sees only ciphertext: no file name and no content marker crosses
   }
 });
 
+/** The WebSocket frames a client sent, read from the raw bytes after its HTTP upgrade request. */
+function clientFrames(stream: Buffer): { opcode: number; mask: Buffer; length: number }[] {
+  let at = stream.indexOf('\r\n\r\n') + 4;
+  assert.ok(at > 4, 'the connection starts with an HTTP upgrade request');
+  const frames: { opcode: number; mask: Buffer; length: number }[] = [];
+  while (at + 2 <= stream.length) {
+    const masked = (stream[at + 1]! & 0x80) !== 0;
+    let length = stream[at + 1]! & 0x7f;
+    let header = 2;
+    if (length === 126) [length, header] = [stream.readUInt16BE(at + 2), 4];
+    else if (length === 127) [length, header] = [Number(stream.readBigUInt64BE(at + 2)), 10];
+    assert.ok(masked, 'every frame from a client carries a mask key (RFC 6455 §5.1)');
+    if (at + header + 4 + length > stream.length) break; // the connection closed mid-frame
+    frames.push({ opcode: stream[at]! & 0x0f, mask: stream.subarray(at + header, at + header + 4), length });
+    at += header + 4 + length;
+  }
+  return frames;
+}
+
+test('framing: chunk ciphertext goes to the relay with a zero WebSocket mask, every other frame with a random one', async () => {
+  const h = await relay();
+  const toRelay = new Map<number, Buffer[]>();
+  const tap = await startTapProxy(h.url, (direction, data, connection) => {
+    if (direction === 'to-relay') toRelay.set(connection, [...(toRelay.get(connection) ?? []), Buffer.from(data)]);
+  });
+  try {
+    const a = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'framed-alice', reconnect: false });
+    const b = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'framed-bob', reconnect: false });
+    const inbox = new Inbox(b);
+    await a.connect();
+    await b.connect();
+    await h.until(() => a.peers.has(b.identity.peerId));
+    const src = await h.tempDir();
+    const out = await h.tempDir();
+    const size = 3_000_000;
+    const sum = await writeRandomFile(path.join(src, 'framed.bin'), size, 'framed');
+    const got = new Promise((resolve) => inbox.once('offer', (o) => resolve(o.accept({ directory: out }))));
+    const sent = await sendFiles(a, { paths: [path.join(src, 'framed.bin')], to: [a.findPeer('framed-bob')] });
+    await got;
+    assert.equal(sent.recipients[0]!.outcome, 'done');
+    assert.equal(await sha256File(path.join(out, 'framed.bin')), sum);
+    inbox.dispose();
+    a.close();
+    b.close();
+
+    const frames = [...toRelay.values()].flatMap((chunks) => clientFrames(Buffer.concat(chunks)));
+    const binary = frames.filter((f) => f.opcode === 2);
+    const other = frames.filter((f) => f.opcode !== 2 && f.opcode !== 0);
+    assert.ok(binary.reduce((n, f) => n + f.length, 0) >= size, 'the whole payload went up in binary frames');
+    assert.deepEqual(binary.filter((f) => !f.mask.equals(Buffer.alloc(4))), [], 'chunk frames are sent unmasked (zero mask)');
+    assert.ok(other.length > 20, 'the control messages were seen too');
+    // The control messages of both clients (join, offer, acknowledgements…) keep random masks.
+    assert.deepEqual(other.filter((f) => f.mask.equals(Buffer.alloc(4))), [], 'no control frame went out with a zero mask');
+    assert.ok(new Set(other.map((f) => f.mask.toString('hex'))).size > other.length / 2, 'control frames have fresh masks');
+  } finally {
+    await tap.close();
+  }
+});
+
 test('the audit log has one JSON line per event, with ids and ciphertext sizes, and never a file name', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-audit-'));
   const auditLog = path.join(dir, 'audit.jsonl');
