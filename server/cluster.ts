@@ -6,7 +6,7 @@
  * imports the adapter or the Redis client.
  *
  * Why the sharded adapter (Redis 7 sharded pub/sub, `subscriptionMode: 'dynamic'`) rather than the
- * classic pub/sub adapter or the Redis Streams adapter: every encrypted chunk (256 KiB) that goes
+ * classic pub/sub adapter or the Redis Streams adapter: every encrypted chunk (1 MiB by default) that goes
  * to a recipient on another node crosses Redis. The classic adapter publishes it on one channel
  * that every node subscribes to, so each node decodes every chunk of the cluster; the streams
  * adapter does the same and also keeps the last 10 000 messages in a stream (gigabytes of Redis

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { start, startRelayProcess, waitForLine, type Running } from './processes';
 import { writeRandomFile } from './harness';
+import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
 
 const dirs: string[] = [];
 after(async () => {
@@ -54,4 +55,7 @@ export async function setUpCliTransfer(options: { prefix: string; size: number; 
 }
 
 /** The stderr of each process, for assertion messages. */
+/** How many chunks of `sft`'s default size hold this many MiB: tests wait for progress in bytes. */
+export const chunksIn = (mebibytes: number) => Math.ceil((mebibytes * 1024 * 1024) / DEFAULT_CHUNK_SIZE);
+
 export const stderrOf = (...ps: Running[]) => ps.map((p) => p.stderr.join('\n')).join('\n---\n');

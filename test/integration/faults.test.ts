@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { start, waitForLine } from '../helpers/processes';
-import { setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
+import { chunksIn, setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
 import { listTree, sha256File } from '../helpers/harness';
 import { EXIT_CODES } from '../../extension/cli/exit-codes';
 
@@ -23,7 +23,7 @@ test('a resume offered after the grace period is refused by the relay itself (EX
   // for the recipient.
   const bob = await t.receive('bob', t.out, false);
   const alice = t.send();
-  await t.journaledChunks(16);
+  await t.journaledChunks(chunksIn(4));
   alice.child.kill('SIGKILL');
   await alice.exited;
   // Bob waits the relay's grace (and a little more), then gives up and removes the partial file.
@@ -62,7 +62,7 @@ test('the relay process is killed mid-transfer and started again on the same por
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  const journaled = await t.journaledChunks(32);
+  const journaled = await t.journaledChunks(chunksIn(8));
   t.relay.child.kill('SIGKILL');
   assert.equal(await t.relay.exited, null, 'killed by the signal');
   // A new process, same port, same audit log (the relay keeps no other state).
@@ -89,7 +89,7 @@ test('Ctrl-C in sft send cancels the transfer: the receiver reports CANCELLED, n
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  await t.journaledChunks(8);
+  await t.journaledChunks(chunksIn(2));
   alice.child.kill('SIGINT');
   assert.equal(await alice.exited, EXIT_CODES.failed, log(alice));
   assert.match(alice.stderr.join('\n'), /Not delivered to bob: The transfer was cancelled\. \(CANCELLED\)/);

@@ -209,7 +209,7 @@ describe('entries and receivers that do not play by the rules', () => {
     const src = await h.tempDir();
     const out = await h.tempDir();
     // More chunks than the window, so the sender must wait for acknowledgements.
-    await writeRandomFile(path.join(src, 'stalled.bin'), 8 * 1024 * 1024);
+    await writeRandomFile(path.join(src, 'stalled.bin'), 16 * 1024 * 1024 + 1);
     const ack = bob.client.ack.bind(bob.client);
     bob.client.ack = () => undefined;
     const received = bob.nextOffer().then((o) => o.accept({ directory: out }));

@@ -501,7 +501,7 @@ test('framing: chunk ciphertext goes to the relay with a zero WebSocket mask, ev
     await h.until(() => a.peers.has(b.identity.peerId));
     const src = await h.tempDir();
     const out = await h.tempDir();
-    const size = 3_000_000;
+    const size = 6_000_000;
     const sum = await writeRandomFile(path.join(src, 'framed.bin'), size, 'framed');
     const got = new Promise((resolve) => inbox.once('offer', (o) => resolve(o.accept({ directory: out }))));
     const sent = await sendFiles(a, { paths: [path.join(src, 'framed.bin')], to: [a.findPeer('framed-bob')] });
@@ -517,7 +517,7 @@ test('framing: chunk ciphertext goes to the relay with a zero WebSocket mask, ev
     const other = frames.filter((f) => f.opcode !== 2 && f.opcode !== 0);
     assert.ok(binary.reduce((n, f) => n + f.length, 0) >= size, 'the whole payload went up in binary frames');
     assert.deepEqual(binary.filter((f) => !f.mask.equals(Buffer.alloc(4))), [], 'chunk frames are sent unmasked (zero mask)');
-    assert.ok(other.length > 20, 'the control messages were seen too');
+    assert.ok(other.length > 10, 'the control messages were seen too');
     // The control messages of both clients (join, offer, acknowledgements…) keep random masks.
     assert.deepEqual(other.filter((f) => f.mask.equals(Buffer.alloc(4))), [], 'no control frame went out with a zero mask');
     assert.ok(new Set(other.map((f) => f.mask.toString('hex'))).size > other.length / 2, 'control frames have fresh masks');
@@ -566,7 +566,8 @@ test('flow control: a slow receiver slows its sender, the relay never runs more 
   assert.equal((await rawJoin(slow, slowIdentity, 'slow-receiver')).ok, true);
   await h.until(() => alice.client.peers.has(slowIdentity.peerId));
   const src = await h.tempDir();
-  await writeRandomFile(path.join(src, 'slow.bin'), 48 * 256 * 1024);
+  const chunkSize = 256 * 1024; // Counted in chunks below; any size would do.
+  await writeRandomFile(path.join(src, 'slow.bin'), 48 * chunkSize);
 
   let received = 0;
   let acked = 0;
@@ -582,13 +583,13 @@ test('flow control: a slow receiver slows its sender, the relay never runs more 
       acked += 1;
       slow.socket.emit('ack', { transferId, index });
       if (index === 47) {
-        const receipt = signReceipt(slowIdentity, { transferId, senderPeerId: alice.identity.peerId, chunkCount: 48, cipherBytes: 48 * (256 * 1024 + 16) });
+        const receipt = signReceipt(slowIdentity, { transferId, senderPeerId: alice.identity.peerId, chunkCount: 48, cipherBytes: 48 * (chunkSize + 16) });
         slow.socket.emit('done', { transferId, receipt: receipt.toString('base64url') }, () => undefined);
       }
     });
   });
   const started = Date.now();
-  const slowTransfer = sendFiles(alice.client, { paths: [path.join(src, 'slow.bin')], to: [alice.client.findPeer('slow-receiver')] });
+  const slowTransfer = sendFiles(alice.client, { paths: [path.join(src, 'slow.bin')], to: [alice.client.findPeer('slow-receiver')], chunkSize });
   // Meanwhile another pair moves a file at full speed.
   await sendAndCheck(h, 'other-a', 'other-b', 8_000_000);
   const otherDoneWhileSlowRan = h.relay!.stats().transfers > 0;

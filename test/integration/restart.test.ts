@@ -10,13 +10,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { waitForLine } from '../helpers/processes';
-import { setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
+import { chunksIn, setUpCliTransfer, stderrOf } from '../helpers/cli-transfer';
 import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
 import { EXIT_CODES } from '../../extension/cli/exit-codes';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
 
 const SIZE = 64 * 1024 * 1024 + 123;
 const CHUNKS = Math.ceil(SIZE / DEFAULT_CHUNK_SIZE);
+/** The first journal checkpoint: 8 MiB in. */
+const EARLY = chunksIn(8);
 
 const setUp = (relayArgs: string[] = []) => setUpCliTransfer({ prefix: 'restart', size: SIZE, relayArgs });
 const log = stderrOf;
@@ -25,7 +27,7 @@ test('the receiver is killed mid-transfer and started again: the file arrives wh
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  const journaled = await t.journaledChunks(32);
+  const journaled = await t.journaledChunks(EARLY);
   bob.child.kill('SIGKILL');
   await bob.exited;
   assert.ok(journaled < CHUNKS, 'killed before the end');
@@ -33,7 +35,7 @@ test('the receiver is killed mid-transfer and started again: the file arrives wh
 
   const bob2 = await t.receive();
   const [, from, of] = await waitForLine(bob2.stderr, /Resuming transfer \S+ from .*not asking again.*from chunk (\d+) of (\d+)/, 30_000);
-  assert.ok(Number(from) >= 32 && Number(of) === CHUNKS, `bob continues from chunk ${from} of ${of}`);
+  assert.ok(Number(from) >= EARLY && Number(of) === CHUNKS, `bob continues from chunk ${from} of ${of}`);
   assert.equal(await alice.exited, EXIT_CODES.ok, log(alice, bob, bob2));
   assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
   const [, aliceFrom] = (await waitForLine(alice.stderr, /Resuming transfer \S+ from chunk (\d+) of/))!;
@@ -48,7 +50,7 @@ test('the sender is killed mid-transfer and the same sft send is run again: it r
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  await t.journaledChunks(32);
+  await t.journaledChunks(EARLY);
   alice.child.kill('SIGKILL');
   await alice.exited;
   assert.equal((await t.journals('alice')).length, 1, 'the sender left its journal');
@@ -58,7 +60,7 @@ test('the sender is killed mid-transfer and the same sft send is run again: it r
 
   const alice2 = t.send();
   const [, from] = await waitForLine(alice2.stderr, /Resuming transfer \S+ from chunk (\d+) of/, 30_000);
-  assert.ok(Number(from) >= 32, `resumed from chunk ${from}, not from zero`);
+  assert.ok(Number(from) >= EARLY, `resumed from chunk ${from}, not from zero`);
   assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob));
   assert.equal(await bob.exited, EXIT_CODES.ok, log(bob));
   assert.match(alice2.stdout.join('\n'), /Delivered to bob/);
@@ -72,7 +74,7 @@ test('a killed receiver that stays away past the grace period: both sides report
   const t = await setUp(['--resume-grace', '2']);
   const bob = await t.receive();
   const alice = t.send();
-  await t.journaledChunks(32);
+  await t.journaledChunks(EARLY);
   bob.child.kill('SIGKILL');
   await bob.exited;
 
@@ -92,7 +94,7 @@ test('a source that changed while its sender was down is reported, not sent: SOU
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  await t.journaledChunks(32);
+  await t.journaledChunks(EARLY);
   alice.child.kill('SIGKILL');
   await alice.exited;
   // Same size, another modification time: the journal recorded the one the offer was sealed with.
@@ -113,7 +115,7 @@ test('a sender that gives up (Ctrl-C) while its killed receiver is down: the res
   const t = await setUp(['--resume-grace', '120']);
   const bob = await t.receive();
   const alice = t.send();
-  await t.journaledChunks(32);
+  await t.journaledChunks(EARLY);
   bob.child.kill('SIGKILL');
   await bob.exited;
   // Alice waits for bob to come back (the relay sees his socket close at once); she gives up.
@@ -135,7 +137,7 @@ test('both ends are killed mid-transfer and started again: the journals on both 
   const t = await setUp();
   const bob = await t.receive();
   const alice = t.send();
-  const journaled = await t.journaledChunks(32);
+  const journaled = await t.journaledChunks(EARLY);
   alice.child.kill('SIGKILL');
   bob.child.kill('SIGKILL');
   await Promise.all([alice.exited, bob.exited]);
@@ -163,14 +165,14 @@ test('a receiver killed in the middle of a folder picks up the right file at the
   for (const [name, size] of Object.entries(sizes)) sums[name] = await writeRandomFile(path.join(folder, name), size, name);
   const bob = await t.receive();
   const alice = t.send([folder]);
-  // Past a.bin (10 MiB = 40 chunks) and the empty file, into b.bin.
-  await t.journaledChunks(64);
+  // Past a.bin (10 MiB) and the empty file, into b.bin.
+  await t.journaledChunks(chunksIn(16));
   bob.child.kill('SIGKILL');
   await bob.exited;
 
   const bob2 = await t.receive();
   const [, from] = await waitForLine(bob2.stderr, /not asking again.*from chunk (\d+) of/, 30_000);
-  assert.ok(Number(from) >= 64, `from chunk ${from}`);
+  assert.ok(Number(from) >= chunksIn(16), `from chunk ${from}`);
   assert.equal(await alice.exited, EXIT_CODES.ok, log(alice, bob2));
   assert.equal(await bob2.exited, EXIT_CODES.ok, log(bob2));
   for (const name of Object.keys(sizes)) assert.equal(await sha256File(path.join(t.out, 'album', name)), sums[name], name);
@@ -184,7 +186,7 @@ test('a sender to two recipients is killed mid-transfer and the same sft send is
   const bob = await t.receive();
   const carol = await t.receive('carol', outCarol);
   const alice = t.send([t.src], 'bob,carol');
-  await Promise.all([t.journaledChunks(32), t.journaledChunks(32, 30_000, 'carol')]);
+  await Promise.all([t.journaledChunks(EARLY), t.journaledChunks(EARLY, 30_000, 'carol')]);
   alice.child.kill('SIGKILL');
   await alice.exited;
   const [name] = await t.journals('alice');
@@ -196,7 +198,7 @@ test('a sender to two recipients is killed mid-transfer and the same sft send is
   const alice2 = t.send([t.src], 'bob,carol');
   const resumed = async (who: string) => Number((await waitForLine(alice2.stderr, new RegExp(`Resuming transfer \\S+ to ${who} from chunk (\\d+) of`), 30_000))[1]);
   const [fromBob, fromCarol] = await Promise.all([resumed('bob'), resumed('carol')]);
-  assert.ok(fromBob >= 32 && fromCarol >= 32, `resumed from chunks ${fromBob} (bob) and ${fromCarol} (carol), not from zero`);
+  assert.ok(fromBob >= EARLY && fromCarol >= EARLY, `resumed from chunks ${fromBob} (bob) and ${fromCarol} (carol), not from zero`);
   assert.equal(await alice2.exited, EXIT_CODES.ok, log(alice2, bob, carol));
   assert.equal(await bob.exited, EXIT_CODES.ok, log(bob));
   assert.equal(await carol.exited, EXIT_CODES.ok, log(carol));

@@ -15,7 +15,7 @@ import { SftError } from '../errors';
 
 export const MIN_CHUNK_SIZE = 64;
 export const MAX_CHUNK_SIZE = 1024 * 1024;
-export const DEFAULT_CHUNK_SIZE = 256 * 1024;
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
 export function chunkNonce(index: number, final: boolean): Buffer {
   if (!Number.isSafeInteger(index) || index < 0) throw new SftError('BAD_MESSAGE', 'A chunk index is out of range.');

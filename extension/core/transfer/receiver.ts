@@ -420,8 +420,8 @@ interface ReceiveJournal {
   readonly restored?: IncomingRecord;
 }
 
-/** Chunks between two journal checkpoints (8 MiB of 256 KiB chunks), or a second, whichever comes first. */
-const CHECKPOINT_CHUNKS = 32;
+/** Bytes between two journal checkpoints (8 chunks of the default 1 MiB), or a second, whichever comes first. */
+const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 const CHECKPOINT_MS = 1000;
 
 interface PlannedFile {
@@ -547,7 +547,7 @@ async function receive(
       expected += 1;
       client.ack(transferId, index);
       meter.update(Math.min(expected * layout.chunkSize, header.plainBytes));
-      const due = expected - checkpointed.chunks >= CHECKPOINT_CHUNKS || Date.now() - checkpointed.at >= CHECKPOINT_MS;
+      const due = (expected - checkpointed.chunks) * layout.chunkSize >= CHECKPOINT_BYTES || Date.now() - checkpointed.at >= CHECKPOINT_MS;
       if (expected < layout.chunkCount && due && !checkpointing) void queueCheckpoint(expected, (e) => fail(e, true));
       if (expected === layout.chunkCount) {
         // Every chunk verified: from here the outcome is decided here, and a late cancel or

@@ -148,6 +148,13 @@ export async function resumeSend(client: RelayClient, options: ResumeSendOptions
   return run(client, prepared, options, started, true);
 }
 
+/**
+ * Bytes a sender keeps in flight beyond the slowest recipient's acknowledgement (8 chunks of the
+ * default 1 MiB): enough to keep a loopback or LAN path busy, little enough that each process
+ * holds only a few MiB for it.
+ */
+const IN_FLIGHT_BYTES = 8 * 1024 * 1024;
+
 async function run(
   client: RelayClient,
   prepared: Prepared,
@@ -158,7 +165,8 @@ async function run(
 ): Promise<SendResult> {
   const { transferId, sources, offer, keys, layout, to } = prepared;
   const chunkSize = layout.chunkSize;
-  const window = client.relayLimits?.window ?? 8;
+  // The relay caps chunks in flight; the sender also keeps at most IN_FLIGHT_BYTES in flight.
+  const window = Math.min(client.relayLimits?.window ?? 8, Math.max(1, Math.floor(IN_FLIGHT_BYTES / chunkSize)));
   const journal = prepared.record ? options.journal : undefined;
   const record = prepared.record ? { ...prepared.record } : undefined;
 
