@@ -8,6 +8,7 @@
  * extra 256 KiB allocation and copy per chunk at the sender and a pass over every byte at the
  * relay. `ws` skips both when the mask is zero (its documented `generateMask` option).
  *
+ * This departs knowingly from RFC 6455 §5.3, which asks for an unpredictable mask key.
  * Why it is safe: masking exists so that a script in a browser cannot choose the bytes a proxy
  * sees on the wire (RFC 6455 §10.3). Binary frames from this client are only ever chunk payloads
  * (PROTOCOL.md: everything else is text), and those are AES-256-GCM ciphertext under a key only
