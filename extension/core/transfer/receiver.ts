@@ -325,19 +325,8 @@ export class Inbox extends EventEmitter<InboxEvents> {
         } catch (error) {
           return Promise.reject(error);
         }
-        const resumable = { signature: message.signature, suspended: this.suspended };
-        const receipt = signReceipt(client.identity, {
-          transferId: message.transferId,
-          senderPeerId: from,
-          chunkCount: opened.layout.chunkCount,
-          cipherBytes: opened.layout.cipherBytes,
-        });
         const { resume: _resume, resumeTo: _resumeTo, ...offer } = message;
-        const journal = this.options.journal ? { journal: this.options.journal, offer } : undefined;
-        return receive(client, message.transferId, opened, options, receipt, resumable, message.resume ?? 0, journal).then((result) => {
-          this.rememberCompleted(message.transferId, message.signature, opened.layout.chunkCount, receipt);
-          return result;
-        });
+        return this.receiveAccepted(offer, opened, options, message.resume ?? 0);
       },
       decline: () => {
         if (withdrawn) return; // Nothing to decline any more.
@@ -345,6 +334,28 @@ export class Inbox extends EventEmitter<InboxEvents> {
         client.answer(message.transferId, false).catch(() => undefined); // Nothing is written either way.
       },
     };
+  }
+
+  /**
+   * Runs a receive once accepted: by the user now, or (`restored`) before this process started, and
+   * continued from its journal. Either way the same signed offer resumes it after a dropped
+   * connection, and once complete it is remembered, so a sender that missed the news learns it.
+   */
+  private receiveAccepted(
+    offer: IncomingRecord['offer'],
+    opened: OpenedOffer,
+    options: AcceptOptions,
+    firstAttempt: number,
+    restored?: IncomingRecord,
+  ): Promise<ReceiveResult> {
+    const { transferId, signature } = offer;
+    const { chunkCount, cipherBytes } = opened.layout;
+    const receipt = signReceipt(this.client.identity, { transferId, senderPeerId: offer.sender.peerId, chunkCount, cipherBytes });
+    const journal = this.options.journal ? { journal: this.options.journal, offer, restored } : undefined;
+    return receive(this.client, transferId, opened, options, receipt, { signature, suspended: this.suspended }, firstAttempt, journal).then((result) => {
+      this.rememberCompleted(transferId, signature, chunkCount, receipt);
+      return result;
+    });
   }
 
   private rememberCompleted(transferId: string, signature: string, chunkCount: number, receipt: Buffer): void {
@@ -375,9 +386,15 @@ export class Inbox extends EventEmitter<InboxEvents> {
     }
     this.seen.set(transferId, Date.now());
     const from = record.offer.sender.peerId;
-    const receipt = signReceipt(client.identity, { transferId, senderPeerId: from, chunkCount: opened.layout.chunkCount, cipherBytes: opened.layout.cipherBytes });
     const controller = new AbortController();
     const { accept } = record;
+    const options: AcceptOptions = {
+      directory: accept.directory,
+      ...(accept.saveAs !== undefined ? { saveAs: accept.saveAs } : {}),
+      onConflict: accept.onConflict,
+      onProgress: (p) => resumed.onProgress?.(p),
+      signal: controller.signal,
+    };
     const resumed: ResumedTransfer = {
       transferId,
       sender: client.peers.get(from) ?? { ...record.offer.sender, name: 'unknown peer' },
@@ -387,25 +404,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
       fromChunk: Math.min(record.verified, opened.layout.chunkCount),
       chunkCount: opened.layout.chunkCount,
       directory: accept.directory,
-      result: receive(
-        client,
-        transferId,
-        opened,
-        {
-          directory: accept.directory,
-          ...(accept.saveAs !== undefined ? { saveAs: accept.saveAs } : {}),
-          onConflict: accept.onConflict,
-          onProgress: (p) => resumed.onProgress?.(p),
-          signal: controller.signal,
-        },
-        receipt,
-        { signature: record.offer.signature, suspended: this.suspended },
-        attempt,
-        { journal, offer: record.offer, restored: record },
-      ).then((result) => {
-        this.rememberCompleted(transferId, record.offer.signature, opened.layout.chunkCount, receipt);
-        return result;
-      }),
+      result: this.receiveAccepted(record.offer, opened, options, attempt, record),
       cancel: () => controller.abort(),
     };
     resumed.result.catch(() => undefined); // Reported to whoever awaits it; never an unhandled rejection.
