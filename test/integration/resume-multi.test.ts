@@ -94,32 +94,40 @@ function spyReceiver(peer: Peer, options: { slow?: () => boolean } = {}) {
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-test("two recipients, one recipient's network drops mid-transfer: the other goes on, the cut one resumes from its own position", async () => {
-  const h = await Harness.start();
+/**
+ * Alice sends one file of `chunkCount` chunks (less `trim` bytes) to Bob and Carol, with one
+ * connection (Bob's or her own) through a tap that is cut once Bob has acknowledged `cutAt`
+ * chunks. Both deliveries must succeed byte for byte; what the spies saw is returned.
+ */
+async function sendToTwoAndCut(o: { cut: 'alice' | 'bob'; chunkCount: number; trim?: number; cutAt: number; window?: number; carolLagsUntilCut?: boolean }) {
+  const h = await Harness.start(o.window ? { window: o.window } : {});
   cleanups.push(() => h.close());
   const tap = await startTapProxy(h.url, () => undefined);
   cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true });
-  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
+  const through = (who: 'alice' | 'bob') => (o.cut === who ? { url: tap.url } : {});
+  const alice = await h.peer('alice', { reconnect: true, ...through('alice') });
+  const bob = await h.peer('bob', { reconnect: true, ...through('bob') });
   const carol = await h.peer('carol', { reconnect: true });
   await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
   const src = await h.tempDir();
   const outBob = await h.tempDir();
   const outCarol = await h.tempDir();
-  const chunkCount = 100;
-  const sum = await writeRandomFile(path.join(src, 'two.bin'), chunkCount * DEFAULT_CHUNK_SIZE, 'two');
+  const sum = await writeRandomFile(path.join(src, 'two.bin'), o.chunkCount * DEFAULT_CHUNK_SIZE - (o.trim ?? 0), 'two');
   const sender = spySender(alice);
+  let cut = false;
   const bobSpy = spyReceiver(bob);
-  const carolSpy = spyReceiver(carol);
-  // Bob's connection is cut once he has written 40 chunks.
+  const carolSpy = spyReceiver(carol, o.carolLagsUntilCut ? { slow: () => !cut } : {});
   let written = 0;
   const ack = bob.client.ack.bind(bob.client);
   bob.client.ack = (id, index) => {
     ack(id, index);
-    if (++written === 40) tap.cut();
+    if (++written === o.cutAt) {
+      cut = true;
+      tap.cut();
+    }
   };
-  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
-  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
+  const toBob = bob.nextOffer().then((offer) => offer.accept({ directory: outBob }));
+  const toCarol = carol.nextOffer().then((offer) => offer.accept({ directory: outCarol }));
   const sent = await sendFiles(alice.client, { paths: [path.join(src, 'two.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
   assert.deepEqual(
     sent.recipients.map((r) => r.outcome),
@@ -130,6 +138,13 @@ test("two recipients, one recipient's network drops mid-transfer: the other goes
   assert.equal(await sha256File(path.join(outBob, 'two.bin')), sum);
   assert.equal(await sha256File(path.join(outCarol, 'two.bin')), sum);
   assert.deepEqual(await listTree(outBob), ['two.bin']);
+  return { bob, sender, bobSpy, carolSpy };
+}
+
+test("two recipients, one recipient's network drops mid-transfer: the other goes on, the cut one resumes from its own position", async () => {
+  const chunkCount = 100;
+  // Bob's connection is cut once he has written 40 chunks.
+  const { bob, sender, bobSpy, carolSpy } = await sendToTwoAndCut({ cut: 'bob', chunkCount, cutAt: 40 });
 
   // The re-offer went to bob alone (carol was done), under a new attempt.
   const again = sender.offers.filter((o) => o.resume !== undefined);
@@ -146,44 +161,9 @@ test("two recipients, one recipient's network drops mid-transfer: the other goes
 });
 
 test("two recipients, the sender's network drops mid-transfer: both legs resume, each exactly from its own position", async () => {
-  const h = await Harness.start({ window: 32 });
-  cleanups.push(() => h.close());
-  const tap = await startTapProxy(h.url, () => undefined);
-  cleanups.push(() => tap.close());
-  const alice = await h.peer('alice', { reconnect: true, url: tap.url });
-  const bob = await h.peer('bob', { reconnect: true });
-  const carol = await h.peer('carol', { reconnect: true });
-  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
-  const src = await h.tempDir();
-  const outBob = await h.tempDir();
-  const outCarol = await h.tempDir();
   const chunkCount = 120;
-  const sum = await writeRandomFile(path.join(src, 'both.bin'), chunkCount * DEFAULT_CHUNK_SIZE - 7, 'both');
-  const sender = spySender(alice);
   // Carol lags behind bob until the cut (her chunks trickle in), so the two positions differ.
-  let cut = false;
-  const bobSpy = spyReceiver(bob);
-  const carolSpy = spyReceiver(carol, { slow: () => !cut });
-  let written = 0;
-  const ack = bob.client.ack.bind(bob.client);
-  bob.client.ack = (id, index) => {
-    ack(id, index);
-    if (++written === 50) {
-      cut = true;
-      tap.cut();
-    }
-  };
-  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
-  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
-  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'both.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
-  assert.deepEqual(
-    sent.recipients.map((r) => r.outcome),
-    ['done', 'done'],
-    JSON.stringify(sent.recipients),
-  );
-  await Promise.all([toBob, toCarol]);
-  assert.equal(await sha256File(path.join(outBob, 'both.bin')), sum);
-  assert.equal(await sha256File(path.join(outCarol, 'both.bin')), sum);
+  const { sender, bobSpy, carolSpy } = await sendToTwoAndCut({ cut: 'alice', chunkCount, trim: 7, cutAt: 50, window: 32, carolLagsUntilCut: true });
 
   // Offered again to both (no resumeTo: every recipient), each answering with its own position.
   const again = sender.offers.filter((o) => o.resume !== undefined);
