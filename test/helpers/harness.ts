@@ -2,6 +2,7 @@
  * Test harness: a real relay on port 0, real socket.io-client peers with fresh identities, and
  * temporary folders on disk. Everything started here is torn down by `close()`.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { createRelay, type Relay, type RelayOptions } from '../../server/relay';
 import { RelayClient } from '../../extension/core/client';
 import { Identity } from '../../extension/core/crypto/identity';
 import { Inbox, type IncomingOffer } from '../../extension/core/transfer/receiver';
+import { sendFiles } from '../../extension/core/transfer/sender';
 
 export interface Peer {
   readonly client: RelayClient;
@@ -65,6 +67,20 @@ export class Harness {
     }
   }
 
+  /** `from` sends `to` a file of `size` random bytes, which must arrive byte-identical and alone. */
+  async sendAndVerify(from: Peer, to: Peer, size: number): Promise<void> {
+    const name = `${from.name}-to-${to.name}.bin`;
+    const file = path.join(await this.tempDir(), name);
+    const out = await this.tempDir();
+    const sum = await writeRandomFile(file, size, from.name);
+    const received = to.nextOffer().then((o) => o.accept({ directory: out }));
+    const sent = await sendFiles(from.client, { paths: [file], to: [from.client.findPeer(to.name)] });
+    assert.deepEqual(sent.recipients, [{ peerId: to.identity.peerId, outcome: 'done' }]);
+    await received;
+    assert.equal(await sha256File(path.join(out, name)), sum);
+    assert.deepEqual(await listTree(out), [name]);
+  }
+
   async tempDir(label = 'sft-test-'): Promise<string> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), label));
     this.dirs.push(dir);
@@ -103,7 +119,8 @@ export async function writeRandomFile(file: string, size: number, seed = 'seed')
   return hash.digest('hex');
 }
 
-export { sha256File } from '../../scripts/hash';
+import { sha256File } from '../../scripts/hash';
+export { sha256File };
 
 /** Every file under `dir`, relative, "/"-separated, sorted. */
 export async function listTree(dir: string): Promise<string[]> {

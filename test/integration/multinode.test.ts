@@ -71,18 +71,8 @@ test('a multi-MB transfer between clients on different nodes arrives byte-identi
   const alice = await h.peer('alice');
   const bob = await h.peer('bob', { url: b });
   await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  for (const [from, to, size] of [[alice, bob, 24 * 1024 * 1024 + 7], [bob, alice, 3 * DEFAULT_CHUNK_SIZE + 1]] as const) {
-    const out = await h.tempDir();
-    const file = path.join(src, `from-${from.name}.bin`);
-    const sum = await writeRandomFile(file, size, from.name);
-    const received = to.nextOffer().then((o) => o.accept({ directory: out }));
-    const sent = await sendFiles(from.client, { paths: [file], to: [from.client.findPeer(to.name)] });
-    assert.deepEqual(sent.recipients, [{ peerId: to.identity.peerId, outcome: 'done' }]);
-    await received;
-    assert.equal(await sha256File(path.join(out, `from-${from.name}.bin`)), sum);
-    assert.deepEqual(await listTree(out), [`from-${from.name}.bin`]);
-  }
+  await h.sendAndVerify(alice, bob, 24 * 1024 * 1024 + 7);
+  await h.sendAndVerify(bob, alice, 3 * DEFAULT_CHUNK_SIZE + 1);
 });
 
 test('decline and cancel cross nodes', async () => {

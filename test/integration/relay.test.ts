@@ -36,15 +36,7 @@ async function sendAndCheck(h: Harness, from: string, to: string, size = 2_000_0
   const a = await h.peer(from);
   const b = await h.peer(to);
   await h.until(() => a.client.peers.has(b.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
-  const file = path.join(src, 'payload.bin');
-  const sum = await writeRandomFile(file, size, from);
-  const got = b.nextOffer().then((o) => o.accept({ directory: out }));
-  const sent = await sendFiles(a.client, { paths: [file], to: [a.client.findPeer(to)] });
-  await got;
-  assert.equal(sent.recipients[0]!.outcome, 'done');
-  assert.equal(await sha256File(path.join(out, 'payload.bin')), sum);
+  await h.sendAndVerify(a, b, size);
 }
 
 test('GET /healthz answers 200', async () => {
