@@ -5,11 +5,12 @@
  */
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
-import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity';
+import { fingerprint, safetyNumber } from '../core/crypto/identity';
 import { safeText } from './text';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
 import { createLog, type Log } from './log';
-import { PeersView } from './peers-view';
+import { PeersView, pickPeers } from './peers-view';
+import { transferRunner } from './progress';
 import { Receiver, openReceived, revealReceived, type SaveTarget } from './receive';
 import { RelayHost, parseInvite } from './relay-host';
 import { Sender, wasShown, type SendToOptions } from './send';
@@ -43,8 +44,9 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   const transfers = new Transfers();
   const relayHost = new RelayHost(context, log);
   stopRelay = () => relayHost.stop();
-  const sender = new Sender(session, transfers, log);
-  const receiver = new Receiver(session.onDidChangeState, (peer) => session.verdict(peer), transfers, log);
+  const runTransfer = transferRunner(session.onDidChangeState, transfers);
+  const sender = new Sender(session, transfers, runTransfer, log);
+  const receiver = new Receiver((peer) => session.verdict(peer), transfers, runTransfer, log);
   const peersView = new PeersView(session, (uris, peers) => sender.send(uris, peers).then(() => undefined, (e) => showError(e, log)));
   const statusBar = new StatusBar(session, relayHost);
   const subscriptions = context.subscriptions;
@@ -258,18 +260,8 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     if (url) await connectTo(url);
   });
 
-  const pickPeer = async (title: string): Promise<PeerInfo | undefined> => {
-    const peers = session.requireClient() && session.peers;
-    if (peers.length === 0) throw new SftError('PEER_OFFLINE', 'Nobody else is online on the relay.');
-    const picked = await vscode.window.showQuickPick(
-      peers.map((peer) => ({ label: safeText(peer.name), description: shortPeerId(peer.peerId), peer })),
-      { title },
-    );
-    return picked?.peer;
-  };
-
   register('verifyPeer', async (given?: PeerInfo) => {
-    const peer = given ?? (await pickPeer('Verify whose safety number?'));
+    const peer = given ?? (await pickPeers(session, { title: 'Verify whose safety number?' }))?.[0];
     if (!peer) return;
     const identity = await session.identity();
     const number = safetyNumber(identity, peerIdentity(peer));

@@ -1,9 +1,10 @@
 /**
  * The Peers view: who is online on the relay, with a badge for peers whose safety number this user
  * confirmed and a loud one for a name that arrives with a different key. Explorer items dropped on
- * a peer are sent to that peer.
+ * a peer are sent to that peer. Commands that need a peer pick one from the same list (pickPeers).
  */
 import * as vscode from 'vscode';
+import { SftError } from '../core/errors';
 import { fingerprint, shortPeerId } from '../core/crypto/identity';
 import { safeText } from './text';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
@@ -75,4 +76,42 @@ export class PeersView implements vscode.TreeDataProvider<PeerInfo>, vscode.Tree
   dispose(): void {
     this.changeEmitter.dispose();
   }
+}
+
+export interface PeerPick {
+  readonly title: string;
+  /** Lets several be ticked, when there are several to choose from; otherwise one click picks. */
+  readonly canPickMany?: boolean;
+  /** For a pick of one. */
+  readonly placeHolder?: string;
+  /** Describes each peer by its standing (verified, KEY CHANGED), not only by id, and lets typing match that. */
+  readonly trust?: boolean;
+  /** Said when nobody else is online (the pick then comes back undefined); without it, that is a PEER_OFFLINE error. */
+  readonly nobodyOnline?: string;
+}
+
+/** A quick pick of the peers online, in the Peers view's order; undefined when dismissed. */
+export async function pickPeers(session: Session, pick: PeerPick): Promise<PeerInfo[] | undefined> {
+  session.requireClient();
+  const peers = session.peers;
+  if (peers.length === 0) {
+    if (pick.nobodyOnline === undefined) throw new SftError('PEER_OFFLINE', 'Nobody else is online on the relay.');
+    void vscode.window.showInformationMessage(pick.nobodyOnline);
+    return undefined;
+  }
+  const items = peers.map((peer) => {
+    const verdict = pick.trust ? session.verdict(peer) : undefined;
+    return {
+      label: safeText(peer.name),
+      description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
+      detail: verdict === 'changed' ? 'This name belongs to a different key (the one first met with it, or the one you verified): verify again before sending.' : undefined,
+      peer,
+    };
+  });
+  if (pick.canPickMany && items.length > 1) {
+    const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: 'Tick one or more teammates, then press Enter', canPickMany: true, matchOnDescription: pick.trust });
+    return picked?.map((i) => i.peer);
+  }
+  const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: pick.placeHolder, matchOnDescription: pick.trust });
+  return picked ? [picked.peer] : undefined;
 }

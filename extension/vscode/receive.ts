@@ -13,11 +13,10 @@ import { formatBytes, timeAndRate } from '../core/format';
 import { safeText } from './text';
 import { shortPeerId } from '../core/crypto/identity';
 import type { ExpiredTransfer, Inbox, IncomingOffer, ReceiveResult, ConflictPolicy, ResumedTransfer } from '../core/transfer/receiver';
-import type { ConnectionState } from '../core/client';
 import { RESUMABLE_CODES, type PeerInfo } from '../core/protocol';
 import type { TrustVerdict } from '../core/trust';
 import { copyToUri, tooLarge } from './files';
-import { progressReporter, reportConnection } from './progress';
+import type { RunTransfer } from './progress';
 import { settings } from './settings';
 import { describeNames, topLevelNames, type TransferEntry, type Transfers } from './transfers';
 import type { Log } from './log';
@@ -34,11 +33,10 @@ export type SaveTarget = 'ask' | 'downloads' | vscode.Uri;
 
 export class Receiver {
   constructor(
-    /** The connection's state, so a progress notification can say when it is waiting to resume. */
-    private readonly onDidChangeState: vscode.Event<ConnectionState>,
     /** The sender's standing now (the user may have verified them since the offer arrived). */
     private readonly verdictOf: (peer: PeerInfo) => TrustVerdict,
     private readonly transfers: Transfers,
+    private readonly runTransfer: RunTransfer,
     private readonly log: Log,
   ) {}
 
@@ -92,13 +90,11 @@ export class Receiver {
       journaled: true,
     });
     try {
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Resuming ${describeNames(entry.names)} from ${entry.peerLabel} (chunk ${resumed.fromChunk} of ${resumed.chunkCount})`, cancellable: true },
-        (progress, token) => {
-          token.onCancellationRequested(() => resumed.cancel());
-          resumed.onProgress = progressReporter(progress, (p) => this.transfers.progress(entry.id, p));
-          const connection = reportConnection(this.onDidChangeState, progress);
-          return resumed.result.finally(() => connection.dispose());
+      const result = await this.runTransfer(
+        { title: `Resuming ${describeNames(entry.names)} from ${entry.peerLabel} (chunk ${resumed.fromChunk} of ${resumed.chunkCount})`, cancel: () => resumed.cancel() },
+        (onProgress) => {
+          resumed.onProgress = onProgress;
+          return resumed.result;
         },
       );
       this.transfers.update(entry.id, { status: 'done', savedTo: result.files.map((f) => f.savedAs) });
@@ -200,20 +196,15 @@ export class Receiver {
     this.transfers.update(entry.id, { status: 'active', cancel: () => controller.abort(), journaled: !remote });
     try {
       if (!remote) await fs.mkdir(directory, { recursive: true });
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Receiving ${describeNames(entry.names)} from ${entry.peerLabel}`, cancellable: true },
-        async (progress, token) => {
-          token.onCancellationRequested(() => controller.abort());
-          const connection = reportConnection(this.onDidChangeState, progress);
-          return offer.accept({
-            directory,
-            // The save dialog's answer is a whole path: the one file written outside `directory` walks.
-            ...(destination.saveAs ? { saveAs: path.join(directory, destination.saveAs) } : {}),
-            onConflict: destination.onConflict,
-            signal: controller.signal,
-            onProgress: progressReporter(progress, (p) => this.transfers.progress(entry.id, p)),
-          }).finally(() => connection.dispose());
-        },
+      const result = await this.runTransfer({ title: `Receiving ${describeNames(entry.names)} from ${entry.peerLabel}`, cancel: () => controller.abort() }, (onProgress) =>
+        offer.accept({
+          directory,
+          // The save dialog's answer is a whole path: the one file written outside `directory` walks.
+          ...(destination.saveAs ? { saveAs: path.join(directory, destination.saveAs) } : {}),
+          onConflict: destination.onConflict,
+          signal: controller.signal,
+          onProgress,
+        }),
       );
       const saved = remote ? (await copyToUri(result.files.map((f) => f.savedAs), directory, destination.folder, destination.onConflict === 'overwrite')).map((u) => u.toString()) : result.files.map((f) => f.savedAs);
       this.transfers.update(entry.id, { status: 'done', savedTo: saved });

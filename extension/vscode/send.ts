@@ -8,12 +8,12 @@ import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
 import { formatBytes, timeAndRate } from '../core/format';
 import { safeText } from './text';
-import { shortPeerId } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { resumeSend, sendFiles, type RecipientOutcome, type SendResult } from '../core/transfer/sender';
 import { TransferJournal } from '../core/transfer/journal';
 import { toLocalPaths } from './files';
-import { progressReporter, reportConnection } from './progress';
+import { pickPeers } from './peers-view';
+import type { RunTransfer } from './progress';
 import { settings } from './settings';
 import type { Session } from './session';
 import { describeNames, topLevelNames, type Transfers } from './transfers';
@@ -29,6 +29,7 @@ export class Sender {
   constructor(
     private readonly session: Session,
     private readonly transfers: Transfers,
+    private readonly runTransfer: RunTransfer,
     private readonly log: Log,
   ) {}
 
@@ -41,14 +42,14 @@ export class Sender {
     if (!chosen || chosen.length === 0) return undefined;
     if (this.session.state !== 'connected') return this.offerToConnect();
     const client = this.session.requireClient();
-    const peers = options?.to ? options.to.map((p) => client.findPeer(p)) : await this.pickPeers(chosen);
+    const peers = options?.to ? options.to.map((p) => client.findPeer(p)) : await this.pickRecipients(chosen);
     if (!peers || peers.length === 0) return undefined;
     return this.send(chosen, peers);
   }
 
   /** From a peer in the Peers view: choose what to send. */
   async sendToPeerCommand(peer: PeerInfo | undefined): Promise<SendResult | undefined> {
-    const target = peer ?? (await this.pickPeers([]))?.[0];
+    const target = peer ?? (await this.pickRecipients([]))?.[0];
     if (!target) return undefined;
     const chosen = await this.pickFiles(`Send to ${safeText(target.name)}`);
     if (!chosen || chosen.length === 0) return undefined;
@@ -89,30 +90,16 @@ export class Sender {
     return answer === 'Send Saved Version';
   }
 
-  private async pickPeers(uris: readonly vscode.Uri[]): Promise<PeerInfo[] | undefined> {
-    const peers = this.session.requireClient().peers;
-    if (peers.size === 0) {
-      void vscode.window.showInformationMessage('Nobody else is online on the relay. Teammates appear in the Peers view when they connect.');
-      return undefined;
-    }
-    const items = this.session.peers.map((peer) => {
-      const verdict = this.session.verdict(peer);
-      return {
-        label: safeText(peer.name),
-        description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
-        detail: verdict === 'changed' ? 'This name belongs to a different key (the one first met with it, or the one you verified): verify again before sending.' : undefined,
-        peer,
-      };
-    });
+  /** For `uris`, or, with none (from a peer), one recipient for files chosen next. */
+  private pickRecipients(uris: readonly vscode.Uri[]): Promise<PeerInfo[] | undefined> {
     const what = uris.length === 1 ? safeText(path.posix.basename(uris[0]!.path)) : `${uris.length} items`;
-    const title = uris.length ? `Send ${what} to…` : 'Send to…';
-    // Several recipients can be ticked when there are several to choose from; otherwise one click.
-    if (uris.length > 0 && items.length > 1) {
-      const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Tick one or more teammates, then press Enter', canPickMany: true, matchOnDescription: true });
-      return picked?.map((i) => i.peer);
-    }
-    const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Choose a teammate', matchOnDescription: true });
-    return picked ? [picked.peer] : undefined;
+    return pickPeers(this.session, {
+      title: uris.length ? `Send ${what} to…` : 'Send to…',
+      canPickMany: uris.length > 0,
+      placeHolder: 'Choose a teammate',
+      trust: true,
+      nobodyOnline: 'Nobody else is online on the relay. Teammates appear in the Peers view when they connect.',
+    });
   }
 
   /** Sends `uris` to `peers`, with a progress notification; resolves with the engine's result. */
@@ -141,13 +128,10 @@ export class Sender {
     const controller = new AbortController();
     let transferId: string | undefined;
     try {
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Sending ${names.length === 1 ? names[0] : `${names.length} items`} to ${peerLabel}`, cancellable: true },
-        async (progress, token) => {
-          token.onCancellationRequested(() => controller.abort());
-          progress.report({ message: 'waiting for an answer…' });
-          const connection = reportConnection(this.session.onDidChangeState, progress);
-          return sendFiles(client, {
+      const result = await this.runTransfer(
+        { title: `Sending ${names.length === 1 ? names[0] : `${names.length} items`} to ${peerLabel}`, waiting: 'waiting for an answer…', cancel: () => controller.abort() },
+        (onProgress) =>
+          sendFiles(client, {
             paths: local.paths,
             to: peers,
             // Files on disk only: a temporary copy of a virtual file would be gone after a restart.
@@ -171,9 +155,8 @@ export class Sender {
                 journaled: !local.temporary,
               });
             },
-            onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
-          }).finally(() => connection.dispose());
-        },
+            onProgress,
+          }),
       );
       this.report(result, peers, names, controller.signal.aborted);
       return result;
@@ -253,30 +236,25 @@ export class Sender {
         cancel: () => controller.abort(),
         journaled: true,
       });
-      void vscode.window
-        .withProgress({ location: vscode.ProgressLocation.Notification, title: `Resuming ${describeNames(names)} to ${peerLabel}`, cancellable: true }, (progress, token) => {
-          token.onCancellationRequested(() => controller.abort());
-          progress.report({ message: `waiting for ${peerLabel}…` });
-          const connection = reportConnection(this.session.onDidChangeState, progress);
-          return resumeSend(client, {
-            journal: this.session.journal,
-            record,
-            signal: controller.signal,
-            onResumed: (from, of, peerId) => {
-              const name = peers.length > 1 ? ` to ${safeText(peers.find((p) => p.peerId === peerId)?.name ?? 'a recipient')}` : '';
-              progress.report({ message: `continuing${name} from chunk ${from} of ${of}` });
-            },
-            onProgress: progressReporter(progress, (p) => this.transfers.progress(p.transferId, p)),
-          }).finally(() => connection.dispose());
-        })
-        .then(
-          (result) => this.report(result, peers, names, controller.signal.aborted),
-          (error: unknown) => {
-            const e = toSftError(error);
-            this.transfers.fail(record.transferId, e);
-            if (e.code !== 'CANCELLED') void vscode.window.showErrorMessage(`Could not resume ${describeNames(names)} to ${peerLabel}: ${safeText(e.message)} (${e.code})`);
+      void this.runTransfer({ title: `Resuming ${describeNames(names)} to ${peerLabel}`, waiting: `waiting for ${peerLabel}…`, cancel: () => controller.abort() }, (onProgress, notification) =>
+        resumeSend(client, {
+          journal: this.session.journal,
+          record,
+          signal: controller.signal,
+          onResumed: (from, of, peerId) => {
+            const name = peers.length > 1 ? ` to ${safeText(peers.find((p) => p.peerId === peerId)?.name ?? 'a recipient')}` : '';
+            notification.report({ message: `continuing${name} from chunk ${from} of ${of}` });
           },
-        );
+          onProgress,
+        }),
+      ).then(
+        (result) => this.report(result, peers, names, controller.signal.aborted),
+        (error: unknown) => {
+          const e = toSftError(error);
+          this.transfers.fail(record.transferId, e);
+          if (e.code !== 'CANCELLED') void vscode.window.showErrorMessage(`Could not resume ${describeNames(names)} to ${peerLabel}: ${safeText(e.message)} (${e.code})`);
+        },
+      );
     }
   }
 
