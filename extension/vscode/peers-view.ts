@@ -84,8 +84,6 @@ export interface PeerPick {
   readonly canPickMany?: boolean;
   /** For a pick of one. */
   readonly placeHolder?: string;
-  /** Describes each peer by its standing (verified, KEY CHANGED), not only by id, and lets typing match that. */
-  readonly trust?: boolean;
   /** Said when nobody else is online (the pick then comes back undefined); without it, that is a PEER_OFFLINE error. */
   readonly nobodyOnline?: string;
 }
@@ -100,18 +98,19 @@ export async function pickPeers(session: Session, pick: PeerPick): Promise<PeerI
     return undefined;
   }
   const items = peers.map((peer) => {
-    const verdict = pick.trust ? session.verdict(peer) : undefined;
+    // Standing first: a changed key is what someone choosing whom to verify, or whom to send to, must see.
+    const verdict = session.verdict(peer);
     return {
       label: safeText(peer.name),
       description: verdict === 'verified' ? '$(verified-filled) verified' : verdict === 'changed' ? '$(warning) KEY CHANGED' : shortPeerId(peer.peerId),
-      detail: verdict === 'changed' ? 'This name belongs to a different key (the one first met with it, or the one you verified): verify again before sending.' : undefined,
+      detail: verdict === 'changed' ? 'This name belongs to a different key (the one first met with it, or the one you verified): compare safety numbers before sending.' : undefined,
       peer,
     };
   });
   if (pick.canPickMany && items.length > 1) {
-    const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: 'Tick one or more teammates, then press Enter', canPickMany: true, matchOnDescription: pick.trust });
+    const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: 'Tick one or more teammates, then press Enter', canPickMany: true, matchOnDescription: true });
     return picked?.map((i) => i.peer);
   }
-  const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: pick.placeHolder, matchOnDescription: pick.trust });
+  const picked = await vscode.window.showQuickPick(items, { title: pick.title, placeHolder: pick.placeHolder, matchOnDescription: true });
   return picked ? [picked.peer] : undefined;
 }

@@ -97,7 +97,6 @@ export class Sender {
       title: uris.length ? `Send ${what} to…` : 'Send to…',
       canPickMany: uris.length > 0,
       placeHolder: 'Choose a teammate',
-      trust: true,
       nobodyOnline: 'Nobody else is online on the relay. Teammates appear in the Peers view when they connect.',
     });
   }
