@@ -19,8 +19,9 @@
  * Only this standalone process does this. The VS Code extension must not change its host's flags,
  * and needs not: an extension host carries tens of MiB of live objects, which put the limit above
  * a transfer's buffers (a receiver made to carry 68 MB had one full collection per GiB). The
- * relay would gain 0.3 CPU s per GiB, but its memory with many idle clients grew past its goal
- * (README, Benchmark). A `--heap-growing-percent` given on the command line wins.
+ * relay's heap is larger too and usually needs no help; with this setting its memory with many
+ * idle clients grew past its goal (README, Benchmark). A `--heap-growing-percent` given on the
+ * command line wins.
  */
 import v8 from 'node:v8';
 

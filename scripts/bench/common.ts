@@ -18,6 +18,9 @@ export interface ProcessFigures {
   /** CPU time after `markTransferStart` (relays only): what forwarding cost, without start-up. */
   cpuSecondsSinceMark?: number;
   maxRssBytes: number;
+  /** V8's full (mark-compact) collections, and the time all collections took (Node processes only). */
+  fullGcs?: number;
+  gcSeconds?: number;
 }
 
 export interface Started {
@@ -70,7 +73,7 @@ export async function finish(named: Record<string, Started>): Promise<Record<str
     out[name] = JSON.parse(await fs.readFile(s.probe, 'utf8')) as ProcessFigures;
     if (process.env.SFT_BENCH_VERBOSE) {
       const f = out[name];
-      process.stdout.write(`  ${name}: user ${f.userSeconds?.toFixed(2)} s, system ${f.systemSeconds?.toFixed(2)} s, peak RSS ${(f.maxRssBytes / MiB).toFixed(0)} MiB\n`);
+      process.stdout.write(`  ${name}: user ${f.userSeconds?.toFixed(2)} s, system ${f.systemSeconds?.toFixed(2)} s, peak RSS ${(f.maxRssBytes / MiB).toFixed(0)} MiB${f.fullGcs === undefined ? '' : `, ${f.fullGcs} full GCs, ${f.gcSeconds!.toFixed(2)} s in GC`}\n`);
     }
   }
   return out;

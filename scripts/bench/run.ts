@@ -161,6 +161,8 @@ function summarise(list: RunFigures[], size: number) {
     relayForwardingCpuSecondsPerGiB: median(list.map((r) => relays.reduce((n, p) => n + (r.processes[p]!.cpuSecondsSinceMark ?? r.processes[p]!.cpuSeconds), 0) / gib)),
     cpuSecondsPerGiBByProcess: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.cpuSeconds / gib))])),
     peakRssMiB: Object.fromEntries(names.map((p) => [p, median(list.map((r) => r.processes[p]!.maxRssBytes / 2 ** 20))])),
+    // Where a process's CPU can hide: V8's full collections per GiB (external programs: none).
+    fullGcsPerGiBByProcess: Object.fromEntries(names.flatMap((p) => (list[0]!.processes[p]!.fullGcs === undefined ? [] : [[p, median(list.map((r) => r.processes[p]!.fullGcs! / gib))]]))),
     ...(list[0]!.redis
       ? {
           redisCpuSecondsPerGiB: median(list.map((r) => r.redis!.cpuSeconds / gib)),
@@ -321,6 +323,10 @@ async function main() {
       const wormhole = summary.wormhole;
       if (wormhole) {
         process.stdout.write(`wormhole: the mailbox server (in the totals) used ${fixed(wormhole.cpuSecondsPerGiBByProcess.mailbox, 2)} CPU s per GiB, peak RSS ${fixed(wormhole.peakRssMiB.mailbox, 0)} MiB\n`);
+      }
+      for (const [name, s] of Object.entries(summary)) {
+        const gcs = Object.entries(s.fullGcsPerGiBByProcess);
+        if (name.startsWith('sft') && gcs.length > 0) process.stdout.write(`${name}: V8 full collections per GiB: ${gcs.map(([p, v]) => `${p} ${v.toFixed(0)}`).join(', ')}\n`);
       }
       if (summary['scp-jump']) {
         process.stdout.write('scp-jump: relay = the jump host sshd, receiver = the destination sshd with its SFTP server, sender = scp, ssh and ssh -W\n');
