@@ -156,6 +156,8 @@ interface ClusterEvents {
   'sft:gone': (peerId: string, reply?: (ok: true) => void) => void;
   /** Replace (disconnect with REPLACED) these connections of yours: their identity joined again. */
   'sft:replace': (socketIds: string[], reply: (ok: true) => void) => void;
+  /** A cancel for ends that may be away: each node keeps it for those not connected to it. */
+  'sft:pendingCancel': (pending: { peerIds: string[]; message: Parameters<RelayToClientEvents['cancel']>[0] }) => void;
   /** Sent every heartbeat: the peers joined on this node. `peers: null` says the node is leaving. */
   'sft:alive': (node: { relayId: string; peers: string[] | null }) => void;
 }
@@ -469,8 +471,10 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const peers = (await io.in(JOINED).fetchSockets()).flatMap((s) => (s.data.peer && s.data.peer.peerId !== peer.peerId ? [s.data.peer] : []));
         audit.write({ event: 'join', peer: peer.peerId, address: clientAddress(socket) });
         log.info({ peer: peer.peerId }, 'peer joined');
-        reply({ ok: true, peers });
+        // Cancels it missed go first: a sender back from an outage would otherwise offer the
+        // transfer again the moment it is joined, before it heard that the transfer was called off.
         deliverPendingCancels(socket, peer.peerId);
+        reply({ ok: true, peers });
       }),
     );
 
@@ -677,7 +681,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'cancel',
       guard('cancel', true, (raw: unknown, reply?: Reply) => {
         const cancel = parse(CancelSchema, raw, 'cancel');
-        if (!cluster || transfers.has(cancel.transferId)) return cancelLeg(me(), cancel);
+        // Held here, running or waiting to be resumed: this node ends it. Otherwise its node does.
+        if (!cluster || transfers.has(cancel.transferId) || waitsHere(cancel.transferId, me())) return cancelLeg(me(), cancel);
         return forwardLeg({ kind: 'cancel', peerId: me(), message: cancel }).then(() => {
           endLeg(cancel.transferId);
           reply?.({ ok: true });
@@ -769,8 +774,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /**
    * A cancel for a transfer interrupted by a dropped connection and not resumed yet: the legs it
    * concerns (all of them when the sender cancels) can no longer be resumed, and the other ends,
-   * waiting to resume, are told now instead of finding out when the grace period runs out. (An
-   * end that is offline then still learns it only from the grace period: EXPIRED.)
+   * waiting to resume, are told now instead of finding out when the grace period runs out. An end
+   * that is away is told when it joins again within the grace period, on whichever node it joins.
    */
   function cancelInterrupted(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
     const entry = ended.get(cancel.transferId);
@@ -786,11 +791,24 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const notify = bySender ? legs.map((l) => l.to) : [entry.from];
     const forwarded = { transferId: cancel.transferId, code: cancel.code, message, from: peerId };
     for (const target of toPeers(notify)) target.emit('cancel', forwarded);
-    for (const id of notify) {
+    keepForAbsent(notify, forwarded);
+    // An end that is away may come back on any node of a cluster.
+    if (cluster) io.serverSideEmit('sft:pendingCancel', { peerIds: notify, message: forwarded });
+  }
+
+  /** Whether a transfer interrupted here has a leg of this peer's (any, for its sender) waiting to be resumed. */
+  function waitsHere(transferId: string, peerId: string): boolean {
+    const entry = ended.get(transferId);
+    return !!entry?.resumable.some((r) => entry.from === peerId || r.to === peerId);
+  }
+
+  /** Keeps a cancel for those of `peerIds` not connected to this node (see pendingCancels). */
+  function keepForAbsent(peerIds: readonly string[], message: Parameters<RelayToClientEvents['cancel']>[0]): void {
+    for (const id of peerIds) {
       if ((io.sockets.adapter.rooms.get(roomOf(id))?.size ?? 0) > 0 || pendingCount >= RECENTLY_ENDED) continue;
       const mine = pendingCancels.get(id) ?? new Map();
-      if (!mine.has(cancel.transferId)) pendingCount += 1;
-      mine.set(cancel.transferId, { message: forwarded, at: Date.now() });
+      if (!mine.has(message.transferId)) pendingCount += 1;
+      mine.set(message.transferId, { message, at: Date.now() });
       pendingCancels.set(id, mine);
     }
   }
@@ -976,6 +994,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
   });
   io.sockets.on('sft:leg', (leg, reply) => {
     const transfer = transfers.get(leg.message.transferId);
+    // A recipient on another node calling off a transfer that waits here to be resumed.
+    if (!transfer && leg.kind === 'cancel' && waitsHere(leg.message.transferId, leg.peerId)) {
+      cancelInterrupted(leg.peerId, leg.message);
+      return reply({ ok: true, from: ended.get(leg.message.transferId)!.from });
+    }
     if (!transfer?.recipients.has(leg.peerId)) return reply(null);
     try {
       if (leg.kind === 'answer') answerLeg(leg.peerId, leg.message);
@@ -1000,6 +1023,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const transfer = transfers.get(failure.transferId);
     if (transfer?.recipients.has(failure.peerId)) abort(transfer, failure.peerId, new SftError(failure.code, failure.message));
   });
+  io.sockets.on('sft:pendingCancel', ({ peerIds, message }) => keepForAbsent(peerIds, message));
   io.sockets.on('sft:gone', (peerId, reply) => {
     peerGone(peerId);
     reply?.(true); // Sent without a reply by a node whose peer disconnected.

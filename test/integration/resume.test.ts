@@ -201,3 +201,36 @@ test('a sender that cancels while the recipient is away: the recipient learns CA
   });
   assert.deepEqual(await listTree(out), [], 'the partial file was removed');
 });
+
+test('a recipient that calls off a transfer while its sender is away: the sender learns CANCELLED when it is back, and does not offer it again', async () => {
+  // A grace period far longer than the test may take: only the relay's notice can end it in time.
+  const { h, tap, alice, bob, src, out } = await pair({ resumeGraceMs: 120_000 }, 'alice');
+  await writeRandomFile(path.join(src, 'left.bin'), 40 * DEFAULT_CHUNK_SIZE, 'left');
+  const stop = new AbortController();
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    if (++written === 5) tap.setDown(true);
+  };
+  const offers: unknown[] = [];
+  const offer = alice.client.offer.bind(alice.client);
+  alice.client.offer = (message) => {
+    offers.push(message);
+    return offer(message);
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out, signal: stop.signal }));
+  received.catch(() => undefined); // Asserted below.
+  const sending = sendFiles(alice.client, { paths: [path.join(src, 'left.bin')], to: [alice.client.findPeer('bob')] });
+  sending.catch(() => undefined);
+  // Alice's network goes down; Bob gives up waiting for her.
+  await h.until(() => !bob.client.peers.has(alice.identity.peerId), 10_000);
+  stop.abort();
+  await assert.rejects(received, { code: 'CANCELLED' });
+  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
+  tap.setDown(false);
+  const tooLate = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no cancel within 30 s: it would end only as EXPIRED')), 30_000).unref());
+  const leg = (await Promise.race([sending, tooLate])).recipients[0]!;
+  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  assert.equal(offers.length, 1, 'the transfer was not offered again after the cancel');
+});

@@ -262,7 +262,9 @@ async function run(
         if (leg) cutOff(leg);
         else interrupted = true;
       } else if (leg) {
-        if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'failed', code, message });
+        // Also a leg waiting to be resumed: its recipient called it off while this sender was away
+        // (the relay keeps that cancel for it), so it must not be offered again.
+        if (leg.state === 'offered' || leg.state === 'accepted' || leg.state === 'interrupted') Object.assign(leg, { state: 'failed', code, message });
       } else {
         // The relay (or the transfer as a whole) ended it.
         fatal = new SftError(code, message);
@@ -345,8 +347,9 @@ async function run(
       ]);
       if (fatal) throw fatal;
       if (client.state !== 'connected') continue;
-      const targets = legsWaiting.filter((_, i) => online[i]);
-      for (const [, leg] of legsWaiting.filter((_, i) => !online[i])) {
+      // A leg may have ended during those waits (its recipient called it off): it is not offered.
+      const targets = legsWaiting.filter(([, leg], i) => online[i] && leg.state === 'interrupted');
+      for (const [, leg] of legsWaiting.filter(([, l], i) => !online[i] && l.state === 'interrupted')) {
         if (Date.now() >= deadlineOf(leg) - margin()) expire(leg, 'The recipient did not come back in time to resume the transfer.');
       }
       if (targets.length === 0) continue;
