@@ -139,7 +139,7 @@ type RemoteLeg = { peerId: string; socketId: string; from: string; acked: number
  * recipient's, the sender's, or a relay node's), each with when; only they may be offered again.
  * `done`: the legs delivered, with their receipts (also those of earlier attempts).
  */
-type EndedEntry = { from: string; at: number; resumable: Array<{ to: string; at: number }>; done: Array<{ to: string; receipt: string }>; chunkCount: number };
+type EndedEntry = { from: string; at: number; resumable: Array<{ to: string; at: number; expired?: true }>; done: Array<{ to: string; receipt: string }>; chunkCount: number };
 
 /**
  * Messages between the nodes of a cluster (Socket.IO server-side events, through Redis). The
@@ -799,8 +799,28 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /** Whether a transfer interrupted here has a leg of this peer's (any, for its sender) waiting to be resumed. */
   function waitsHere(transferId: string, peerId: string): boolean {
     const entry = ended.get(transferId);
-    return !!entry?.resumable.some((r) => entry.from === peerId || r.to === peerId);
+    return !!entry?.resumable.some((r) => !r.expired && (entry.from === peerId || r.to === peerId));
   }
+
+  /**
+   * Legs not offered again within the grace period: their ends are told EXPIRED now. A recipient
+   * waits past its own timer while its sender is online (it may be serving other recipients
+   * first), so this notice is what ends its wait when the sender never comes back to it. The leg
+   * stays listed, so that a late offer is refused as EXPIRED.
+   */
+  function expireWaiting(): void {
+    const now = Date.now();
+    for (const [transferId, entry] of ended) {
+      for (const leg of entry.resumable) {
+        if (leg.expired || now - leg.at <= resumeGraceMs) continue;
+        leg.expired = true;
+        const message = { transferId, code: 'EXPIRED' as const, message: 'The transfer was not resumed within the grace period.', from: leg.to };
+        for (const target of toPeers([leg.to, entry.from])) target.emit('cancel', message);
+      }
+    }
+  }
+  const expiry = setInterval(expireWaiting, Math.max(250, Math.min(5_000, resumeGraceMs / 4)));
+  expiry.unref();
 
   /** Keeps a cancel for those of `peerIds` not connected to this node (see pendingCancels). */
   function keepForAbsent(peerIds: readonly string[], message: Parameters<RelayToClientEvents['cancel']>[0]): void {
@@ -914,8 +934,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
     transfers.delete(transfer.id);
     ended.delete(transfer.id); // Re-inserted last, so the map stays in order of ending.
     const done = [...transfer.recipients].flatMap(([to, r]) => (r.state === 'done' && r.receipt ? [{ to, receipt: r.receipt }] : []));
-    const resumable = [...transfer.interrupted].map(([to, at]) => ({ to, at }));
-    ended.set(transfer.id, { from: transfer.from, at: Date.now(), resumable, done: [...transfer.earlierDone, ...done], chunkCount: transfer.layout.chunkCount });
+    // A leg's grace runs from when its sender could offer it again: the end of the stream it was
+    // cut off from (for a recipient that dropped while others went on, later than the cut).
+    const now = Date.now();
+    const resumable = [...transfer.interrupted].map(([to, at]) => ({ to, at: Math.max(at, now) }));
+    ended.set(transfer.id, { from: transfer.from, at: now, resumable, done: [...transfer.earlierDone, ...done], chunkCount: transfer.layout.chunkCount });
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }
 
@@ -1118,6 +1141,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       await audit.close();
       clearInterval(heartbeat);
+      clearInterval(expiry);
       if (cluster) io.serverSideEmit('sft:alive', { relayId, peers: null });
       await cluster?.close();
       transfers.clear();

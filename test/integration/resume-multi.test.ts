@@ -30,12 +30,14 @@ function spySender(peer: Peer) {
     chunks += 1;
     sendChunk(id, index, data);
   };
+  const resumedAt: number[] = [];
   const offer = peer.client.offer.bind(peer.client);
   peer.client.offer = (message) => {
     offers.push(message);
+    if (message.resume !== undefined) resumedAt.push(Date.now());
     return offer(message);
   };
-  return { chunks: () => chunks, offers };
+  return { chunks: () => chunks, offers, resumedAt };
 }
 
 /**
@@ -256,4 +258,56 @@ test('the relay refuses a resume naming a leg that was not interrupted, and neve
   assert.deepEqual(offersToBob, [], 'bob was not offered the transfer again');
   // And someone else's transfer cannot be resumed at all.
   await assert.rejects(carol.client.offer({ ...original, resume: 5, resumeTo: [bobId!] }), { code: 'NOT_PARTICIPANT' });
+});
+
+test('two recipients, one drops while the other takes longer than the grace period: it is not lost, it resumes once the other is done', async () => {
+  const graceMs = 2_000;
+  const h = await Harness.start({ resumeGraceMs: graceMs });
+  cleanups.push(() => h.close());
+  const tap = await startTapProxy(h.url, () => undefined);
+  cleanups.push(() => tap.close());
+  const alice = await h.peer('alice', { reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true, url: tap.url });
+  const carol = await h.peer('carol', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const outBob = await h.tempDir();
+  const outCarol = await h.tempDir();
+  const chunkCount = 40;
+  const sum = await writeRandomFile(path.join(src, 'long.bin'), chunkCount * DEFAULT_CHUNK_SIZE, 'long');
+  const sender = spySender(alice);
+  // Carol acknowledges slowly, one chunk every 150 ms, her final `done` after her last
+  // acknowledgement: her leg runs for several grace periods.
+  let carolsPace = Promise.resolve();
+  const paced = <T>(send: () => T) => (carolsPace = carolsPace.then(() => new Promise((r) => setTimeout(r, 150))).then(send).then(() => undefined));
+  const carolAck = carol.client.ack.bind(carol.client);
+  carol.client.ack = (id, index) => void paced(() => carolAck(id, index));
+  const carolDone = carol.client.done.bind(carol.client);
+  carol.client.done = (id, receipt) => paced(() => carolDone(id, receipt));
+  // Bob's connection is cut early; his client reconnects at once, and he waits for the sender.
+  let cutAt = 0;
+  let written = 0;
+  const bobAck = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    bobAck(id, index);
+    if (++written === 3) {
+      cutAt = Date.now();
+      tap.cut();
+    }
+  };
+  const toBob = bob.nextOffer().then((o) => o.accept({ directory: outBob }));
+  const toCarol = carol.nextOffer().then((o) => o.accept({ directory: outCarol }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'long.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  assert.deepEqual(
+    sent.recipients.map((r) => r.outcome),
+    ['done', 'done'],
+    JSON.stringify(sent.recipients),
+  );
+  await Promise.all([toBob, toCarol]);
+  assert.equal(await sha256File(path.join(outBob, 'long.bin')), sum);
+  assert.equal(await sha256File(path.join(outCarol, 'long.bin')), sum);
+  // The case this is about: Bob was offered the transfer again only after more than a grace period.
+  const again = sender.offers.filter((o) => o.resume !== undefined);
+  assert.ok(again.length >= 1, 'bob was offered the transfer again');
+  assert.ok(cutAt > 0 && sender.resumedAt[0]! - cutAt > graceMs, `re-offered ${sender.resumedAt[0]! - cutAt} ms after the cut (grace ${graceMs} ms)`);
 });

@@ -234,3 +234,40 @@ test('a recipient that calls off a transfer while its sender is away: the sender
   assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
   assert.equal(offers.length, 1, 'the transfer was not offered again after the cancel');
 });
+
+test('a recipient waiting for a sender that is back online but never offers the transfer again: the relay ends the wait with EXPIRED', async () => {
+  const graceMs = 2_000;
+  const h = await Harness.start({ resumeGraceMs: graceMs });
+  cleanups.push(() => h.close());
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await writeRandomFile(path.join(src, 'forgotten.bin'), 40 * DEFAULT_CHUNK_SIZE, 'forgotten');
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  const gone = new Promise<void>((resolve) => {
+    bob.client.ack = (id, index) => {
+      ack(id, index);
+      if (++written === 3) resolve();
+    };
+  });
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  received.catch(() => undefined); // Asserted below.
+  void sendFiles(alice.client, { paths: [path.join(src, 'forgotten.bin')], to: [alice.client.findPeer('bob')] }).catch(() => undefined);
+  // Alice's process dies mid-transfer, and she is back at once in a process that knows nothing of it.
+  await gone;
+  alice.client.close();
+  const again = await h.peer('alice', { identity: alice.identity });
+  await h.until(() => bob.client.peers.has(again.identity.peerId), 10_000);
+  const started = Date.now();
+  // Bob, seeing her online, goes on waiting past his own timer; the relay's notice ends it.
+  await assert.rejects(received, (error: { code?: string; message?: string }) => {
+    assert.equal(error.code, 'EXPIRED');
+    assert.match(error.message ?? '', /not resumed within the grace period/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 10 * graceMs, 'ended by the relay, well before the receiver\'s own limit');
+  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
+});

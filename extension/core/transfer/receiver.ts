@@ -352,7 +352,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
     const { chunkCount, cipherBytes } = opened.layout;
     const receipt = signReceipt(this.client.identity, { transferId, senderPeerId: offer.sender.peerId, chunkCount, cipherBytes });
     const journal = this.options.journal ? { journal: this.options.journal, offer, restored } : undefined;
-    return receive(this.client, transferId, opened, options, receipt, { signature, suspended: this.suspended }, firstAttempt, journal).then((result) => {
+    return receive(this.client, transferId, opened, options, receipt, { signature, suspended: this.suspended, sender: offer.sender.peerId }, firstAttempt, journal).then((result) => {
       this.rememberCompleted(transferId, signature, chunkCount, receipt);
       return result;
     });
@@ -419,6 +419,12 @@ interface ReceiveJournal {
   readonly restored?: IncomingRecord;
 }
 
+/**
+ * The longest a suspended receive waits, in grace periods, while its sender stays online (the
+ * relay's EXPIRED notice normally ends the wait much sooner; this bounds it if that is lost).
+ */
+const MAX_WAIT_GRACES = 30;
+
 /** Bytes between two journal checkpoints (8 chunks of the default 1 MiB), or a second, whichever comes first. */
 const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 const CHECKPOINT_MS = 1000;
@@ -445,7 +451,7 @@ async function receive(
   options: AcceptOptions,
   /** Signed now, sent only after the last chunk verified and every file is in place. */
   receipt: Buffer,
-  resumable?: { signature: string; suspended: Map<string, Suspension> },
+  resumable?: { signature: string; suspended: Map<string, Suspension>; sender: string },
   /** An offer that is itself a resume uses that attempt's key from its first chunk. */
   firstAttempt = 0,
   /** With a journal, a transfer records its progress in it. */
@@ -584,7 +590,18 @@ async function receive(
       // Should this process die while it waits, a new one continues from here.
       queue = queue.then(() => (finished ? undefined : queueCheckpoint(expected, () => undefined)));
       const graceMs = client.resumeGraceMs + 2_000; // The relay's grace, and a little for the journey.
-      graceTimer = setTimeout(() => fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false), graceMs);
+      const longest = Date.now() + MAX_WAIT_GRACES * graceMs;
+      const expireUnlessSenderOnline = () => {
+        // A sender still online may be serving other recipients first: it offers this transfer
+        // again once they are done, and the relay says EXPIRED if it does not in time. Otherwise
+        // (the sender away, this client away, or far too long) the wait ends here.
+        if (client.state === 'connected' && client.peers.has(resumable.sender) && Date.now() < longest) {
+          graceTimer = setTimeout(expireUnlessSenderOnline, graceMs);
+          return;
+        }
+        fail(new SftError('EXPIRED', 'The sender did not come back in time to resume the transfer.'), false);
+      };
+      graceTimer = setTimeout(expireUnlessSenderOnline, graceMs);
       resumable.suspended.set(transferId, {
         signature: resumable.signature,
         resume: (attempt) => {

@@ -218,7 +218,10 @@ async function run(
    */
   const cutOff = (leg: Leg) => {
     if (leg.state === 'offered' || leg.state === 'accepted') Object.assign(leg, { state: 'interrupted', since: Date.now() });
+    // Others still running: this one can be offered again only once they end (see below).
+    if (leg.state === 'interrupted' && live().length > 0) waitingForOthers.add(leg);
   };
+  const waitingForOthers = new Set<Leg>();
 
   const unregister = client.register(transferId, {
     answer: (m) => {
@@ -407,6 +410,10 @@ async function run(
     for (;;) {
       if (live().length === 0) {
         if (waiting().length === 0) break;
+        // A leg cut off while others went on could not be offered again until now: its grace (at
+        // the relay too) runs from the end of this stream, not from when it was cut off.
+        for (const leg of waitingForOthers) leg.since = Date.now();
+        waitingForOthers.clear();
         await offerAgain();
         announce();
         continue;
