@@ -808,18 +808,29 @@ export function createRelay(options: RelayOptions = {}): Relay {
    * first), so this notice is what ends its wait when the sender never comes back to it. The leg
    * stays listed, so that a late offer is refused as EXPIRED.
    */
-  function expireWaiting(): void {
+  async function expireWaiting(): Promise<void> {
     const now = Date.now();
-    for (const [transferId, entry] of ended) {
-      for (const leg of entry.resumable) {
-        if (leg.expired || now - leg.at <= resumeGraceMs) continue;
-        leg.expired = true;
+    for (const [transferId, entry] of [...ended]) {
+      const due = entry.resumable.filter((leg) => !leg.expired && now - leg.at > resumeGraceMs);
+      if (due.length === 0) continue;
+      for (const leg of due) leg.expired = true;
+      // Resumed since, here or on another node: it runs under its new attempt, nothing expired.
+      if (transfers.has(transferId)) continue;
+      if (cluster && (await clusterRequest('sft:lookup', transferId)).some((found) => found.live)) continue;
+      for (const leg of due) {
         const message = { transferId, code: 'EXPIRED' as const, message: 'The transfer was not resumed within the grace period.', from: leg.to };
         for (const target of toPeers([leg.to, entry.from])) target.emit('cancel', message);
       }
     }
   }
-  const expiry = setInterval(expireWaiting, Math.max(250, Math.min(5_000, resumeGraceMs / 4)));
+  let expiring = false;
+  const expiry = setInterval(() => {
+    if (expiring) return;
+    expiring = true;
+    expireWaiting()
+      .catch((error: unknown) => log.error({ err: error }, 'checking interrupted transfers for expiry failed'))
+      .finally(() => (expiring = false));
+  }, Math.max(250, Math.min(5_000, resumeGraceMs / 4)));
   expiry.unref();
 
   /** Keeps a cancel for those of `peerIds` not connected to this node (see pendingCancels). */

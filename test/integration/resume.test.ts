@@ -271,3 +271,33 @@ test('a recipient waiting for a sender that is back online but never offers the 
   assert.ok(Date.now() - started < 10 * graceMs, 'ended by the relay, well before the receiver\'s own limit');
   assert.deepEqual(await listTree(out), [], 'the partial file was removed');
 });
+
+test('a resumed transfer that runs on for longer than the grace period is not cut off by it', async () => {
+  const graceMs = 1_500;
+  const { tap, alice, bob, src, out } = await pair({ resumeGraceMs: graceMs }, 'bob');
+  const sum = await writeRandomFile(path.join(src, 'long-after.bin'), 30 * DEFAULT_CHUNK_SIZE, 'long-after');
+  // Bob is cut off once, early; after the resume he acknowledges slowly (150 ms a chunk, his
+  // `done` after his last acknowledgement), so the rest takes several grace periods.
+  let resumed = false;
+  let pace = Promise.resolve();
+  const paced = <T>(send: () => T) => (pace = pace.then(() => new Promise((r) => setTimeout(r, 150))).then(send).then(() => undefined));
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    if (resumed) return void paced(() => ack(id, index));
+    ack(id, index);
+    if (++written === 3) {
+      resumed = true;
+      tap.cut();
+    }
+  };
+  const done = bob.client.done.bind(bob.client);
+  bob.client.done = (id, receipt) => paced(() => done(id, receipt));
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const started = Date.now();
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'long-after.bin')], to: [alice.client.findPeer('bob')] });
+  assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
+  await received;
+  assert.ok(Date.now() - started > 2 * graceMs, 'the resumed part outlasted the grace period');
+  assert.equal(await sha256File(path.join(out, 'long-after.bin')), sum);
+});
