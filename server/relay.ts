@@ -561,7 +561,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
           startedAt: Date.now(),
           streaming: false,
           resumed: offer.resume !== undefined,
-          interrupted: new Map(),
+          // Legs still waiting that this resume does not name (their recipients are not back yet)
+          // stay resumable after it: the sender offers them in a later round.
+          interrupted: new Map((previous?.resumable ?? []).filter((r) => !r.expired && !to.includes(r.to)).map((r) => [r.to, r.at])),
           earlierDone: previous?.done ?? [],
           nextIndex: 0,
           cipherBytes: 0,

@@ -13,7 +13,10 @@ import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../he
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { startTapProxy } from '../../scripts/tap-proxy';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
-import type { OfferMessage } from '../../extension/core/protocol';
+import { offerToWire, type OfferMessage, type Result } from '../../extension/core/protocol';
+import { Identity } from '../../extension/core/crypto/identity';
+import { newTransferId, sealOffer, signReceipt } from '../../extension/core/crypto/envelope';
+import { rawConnect, rawJoin, waitFor, type RawConnection } from '../helpers/raw';
 import type { TransferListener } from '../../extension/core/client';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -101,7 +104,7 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  * connection (Bob's or her own) through a tap that is cut once Bob has acknowledged `cutAt`
  * chunks. Both deliveries must succeed byte for byte; what the spies saw is returned.
  */
-async function sendToTwoAndCut(o: { cut: 'alice' | 'bob'; chunkCount: number; trim?: number; cutAt: number; window?: number; carolLagsUntilCut?: boolean }) {
+async function sendToTwoAndCut(o: { cut: 'alice' | 'bob'; chunkCount: number; chunkSize?: number; trim?: number; cutAt: number; window?: number; carolLagsUntilCut?: boolean }) {
   const h = await Harness.start(o.window ? { window: o.window } : {});
   cleanups.push(() => h.close());
   const tap = await startTapProxy(h.url, () => undefined);
@@ -114,7 +117,8 @@ async function sendToTwoAndCut(o: { cut: 'alice' | 'bob'; chunkCount: number; tr
   const src = await h.tempDir();
   const outBob = await h.tempDir();
   const outCarol = await h.tempDir();
-  const sum = await writeRandomFile(path.join(src, 'two.bin'), o.chunkCount * DEFAULT_CHUNK_SIZE - (o.trim ?? 0), 'two');
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const sum = await writeRandomFile(path.join(src, 'two.bin'), o.chunkCount * chunkSize - (o.trim ?? 0), 'two');
   const sender = spySender(alice);
   let cut = false;
   const bobSpy = spyReceiver(bob);
@@ -130,7 +134,7 @@ async function sendToTwoAndCut(o: { cut: 'alice' | 'bob'; chunkCount: number; tr
   };
   const toBob = bob.nextOffer().then((offer) => offer.accept({ directory: outBob }));
   const toCarol = carol.nextOffer().then((offer) => offer.accept({ directory: outCarol }));
-  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'two.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'two.bin')], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')], chunkSize });
   assert.deepEqual(
     sent.recipients.map((r) => r.outcome),
     ['done', 'done'],
@@ -165,7 +169,8 @@ test("two recipients, one recipient's network drops mid-transfer: the other goes
 test("two recipients, the sender's network drops mid-transfer: both legs resume, each exactly from its own position", async () => {
   const chunkCount = 120;
   // Carol lags behind bob until the cut (her chunks trickle in), so the two positions differ.
-  const { sender, bobSpy, carolSpy } = await sendToTwoAndCut({ cut: 'alice', chunkCount, trim: 7, cutAt: 50, window: 32, carolLagsUntilCut: true });
+  // Chunks of 256 KiB, so that the sender's window (32 of them) leaves room for that lag.
+  const { sender, bobSpy, carolSpy } = await sendToTwoAndCut({ cut: 'alice', chunkCount, chunkSize: 256 * 1024, trim: 7, cutAt: 50, window: 32, carolLagsUntilCut: true });
 
   // Offered again to both (no resumeTo: every recipient), each answering with its own position.
   const again = sender.offers.filter((o) => o.resume !== undefined);
@@ -310,4 +315,70 @@ test('two recipients, one drops while the other takes longer than the grace peri
   const again = sender.offers.filter((o) => o.resume !== undefined);
   assert.ok(again.length >= 1, 'bob was offered the transfer again');
   assert.ok(cutAt > 0 && sender.resumedAt[0]! - cutAt > graceMs, `re-offered ${sender.resumedAt[0]! - cutAt} ms after the cut (grace ${graceMs} ms)`);
+});
+
+test('relay: a resume naming one waiting leg keeps the other resumable for a later round', async () => {
+  // Raw clients, so that the order of the rounds is set by the test, not by a sender's timers.
+  const h = await Harness.start({ resumeGraceMs: 30_000 });
+  cleanups.push(() => h.close());
+  const [alice, bob, carol] = [Identity.generate(), Identity.generate(), Identity.generate()];
+  const join = async (who: Identity, name: string) => {
+    const conn = await rawConnect(h.url);
+    assert.equal((await rawJoin(conn, who, name)).ok, true);
+    cleanups.push(async () => conn.close());
+    return conn;
+  };
+  const s = await join(alice, 'alice');
+  let b = await join(bob, 'bob');
+  let c = await join(carol, 'carol');
+  const chunkSize = 64;
+  const chunkCount = 4;
+  const transferId = newTransferId();
+  const { offer, layout } = sealOffer({
+    sender: alice,
+    recipients: [bob.publicIdentity, carol.publicIdentity],
+    transferId,
+    createdAt: Date.now(),
+    header: { v: 1, entries: [{ path: 'r.bin', type: 'file', size: chunkCount * chunkSize }], chunkSize, plainBytes: chunkCount * chunkSize },
+  });
+  const wire = offerToWire(offer);
+  const chunk = Buffer.alloc(chunkSize + 16);
+  const answers: unknown[] = [];
+  s.socket.on('answer', (m: unknown) => answers.push(m));
+  const accept = (conn: RawConnection, resumeFrom?: number) =>
+    new Promise<void>((resolve) =>
+      conn.socket.once('offer', () => {
+        conn.socket.emit('answer', { transferId, accept: true, ...(resumeFrom !== undefined ? { resumeFrom } : {}) }, () => undefined);
+        resolve();
+      }),
+    );
+  // First attempt: both accept, one chunk goes out, then both connections drop.
+  const bothAccepted = Promise.all([accept(b), accept(c)]);
+  assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', wire)) as Result).ok, true);
+  await bothAccepted;
+  await waitFor(() => answers.length === 2);
+  s.socket.emit('chunk', transferId, 0, chunk);
+  b.close();
+  c.close();
+  await waitFor(() => h.relay!.stats().transfers === 0);
+  // Round 1: Bob is back, Carol is not; the resume names Bob only, and he gets it all.
+  b = await join(bob, 'bob');
+  const bobAccepted = accept(b, 0);
+  assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', { ...wire, resume: 1, resumeTo: [bob.peerId] })) as Result).ok, true);
+  await bobAccepted;
+  await waitFor(() => answers.length === 3);
+  for (let i = 0; i < chunkCount; i++) {
+    s.socket.emit('chunk', transferId, i, chunk);
+    b.socket.emit('ack', { transferId, index: i });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const receipt = signReceipt(bob, { transferId, senderPeerId: alice.peerId, chunkCount, cipherBytes: layout.cipherBytes });
+  assert.equal(((await b.socket.timeout(5000).emitWithAck('done', { transferId, receipt: receipt.toString('base64url') })) as Result).ok, true);
+  await waitFor(() => h.relay!.stats().transfers === 0);
+  // Round 2: Carol is back; her leg is still one the relay knows as interrupted.
+  c = await join(carol, 'carol');
+  const carolOffered = accept(c, 1);
+  const reply = (await s.socket.timeout(5000).emitWithAck('offer', { ...wire, resume: 2, resumeTo: [carol.peerId] })) as Result;
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  await carolOffered;
 });
