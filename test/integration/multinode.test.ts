@@ -19,6 +19,7 @@ import { newTransferId, sealOffer } from '../../extension/core/crypto/envelope';
 import { offerToWire, type Result } from '../../extension/core/protocol';
 import { rawConnect, rawJoin, waitFor } from '../helpers/raw';
 import { startTapProxy } from '../../scripts/tap-proxy';
+import { cancelWhileAway } from '../helpers/away';
 
 let redis: RedisServer;
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -118,71 +119,27 @@ test('decline and cancel cross nodes', async () => {
 });
 
 test('a cancel made while the recipient is away reaches it when it comes back, though on another node than the transfer', async () => {
-  // A grace period far longer than the test may take: only the relays' notice can end it in time.
   const { h, b } = await cluster({ resumeGraceMs: 120_000 });
   const tap = await startTapProxy(b, () => undefined);
   cleanups.push(() => tap.close());
-  // The transfer is held by Alice's node (A); Bob is on node B, through a tap that can go down.
+  // The transfer is held by Alice's node (A); Bob is on node B, through the tap, and comes back
+  // there: node A told every node of the cancel.
   const alice = await h.peer('alice');
   const bob = await h.peer('bob', { url: tap.url, reconnect: true });
   await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
-  await writeRandomFile(path.join(src, 'away.bin'), 40 * DEFAULT_CHUNK_SIZE, 'away');
-  const controller = new AbortController();
-  let written = 0;
-  const ack = bob.client.ack.bind(bob.client);
-  bob.client.ack = (id, index) => {
-    ack(id, index);
-    if (++written === 5) tap.setDown(true);
-  };
-  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
-  received.catch(() => undefined); // Asserted below.
-  const sending = sendFiles(alice.client, { paths: [path.join(src, 'away.bin')], to: [alice.client.findPeer('bob')], signal: controller.signal });
-  // Bob is gone; Alice gives up on him while node A waits for him to resume.
-  await h.until(() => !alice.client.peers.has(bob.identity.peerId), 10_000);
-  controller.abort();
-  const leg = (await sending).recipients[0]!;
-  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
-  // Bob comes back, on node B again: node A told every node, so B hands him the cancel.
-  tap.setDown(false);
-  const tooLate = new Promise((_, reject) => setTimeout(() => reject(new Error('no cancel within 30 s: it would end only as EXPIRED')), 30_000).unref());
-  await Promise.race([assert.rejects(received, { code: 'CANCELLED' }), tooLate]);
-  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
+  await cancelWhileAway(h, { alice, bob, tap, away: 'bob' });
 });
 
 test('a recipient on another node calls off a transfer that waits for its sender: the sender hears it when it is back', async () => {
   const { h, b } = await cluster({ resumeGraceMs: 120_000 });
   const tap = await startTapProxy(h.url, () => undefined);
   cleanups.push(() => tap.close());
-  // Alice's node (A) holds the transfer; she reaches it through a tap that goes down.
+  // Alice's node (A) holds the transfer; she reaches it through the tap. Bob, on node B, calls
+  // it off: B forwards the cancel to A.
   const alice = await h.peer('alice', { url: tap.url, reconnect: true });
   const bob = await h.peer('bob', { url: b });
   await h.until(() => alice.client.peers.has(bob.identity.peerId));
-  const src = await h.tempDir();
-  const out = await h.tempDir();
-  await writeRandomFile(path.join(src, 'waiting.bin'), 40 * DEFAULT_CHUNK_SIZE, 'waiting');
-  const stop = new AbortController();
-  let written = 0;
-  const ack = bob.client.ack.bind(bob.client);
-  bob.client.ack = (id, index) => {
-    ack(id, index);
-    if (++written === 5) tap.setDown(true);
-  };
-  const received = bob.nextOffer().then((o) => o.accept({ directory: out, signal: stop.signal }));
-  received.catch(() => undefined); // Asserted below.
-  const sending = sendFiles(alice.client, { paths: [path.join(src, 'waiting.bin')], to: [alice.client.findPeer('bob')] });
-  sending.catch(() => undefined);
-  // Alice is gone; Bob, on the other node, gives up waiting for her.
-  await h.until(() => !bob.client.peers.has(alice.identity.peerId), 10_000);
-  stop.abort();
-  await assert.rejects(received, { code: 'CANCELLED' });
-  assert.deepEqual(await listTree(out), [], 'the partial file was removed');
-  // Alice comes back: her node tells her, instead of her waiting out the grace period.
-  tap.setDown(false);
-  const tooLate = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no cancel within 30 s: it would end only as EXPIRED')), 30_000).unref());
-  const leg = (await Promise.race([sending, tooLate])).recipients[0]!;
-  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  await cancelWhileAway(h, { alice, bob, tap, away: 'alice' });
 });
 
 test('the same identity joining on the other node replaces the older connection, without a departure', async () => {

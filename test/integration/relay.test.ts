@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { Harness, listTree, sha256File, writeRandomFile } from '../helpers/harness';
+import { Harness, listTree, writeRandomFile } from '../helpers/harness';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import pino from 'pino';
@@ -485,24 +485,11 @@ test('framing: chunk ciphertext goes to the relay with a zero WebSocket mask, ev
     if (direction === 'to-relay') toRelay.set(connection, [...(toRelay.get(connection) ?? []), Buffer.from(data)]);
   });
   try {
-    const a = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'framed-alice', reconnect: false });
-    const b = new RelayClient({ url: tap.url, identity: Identity.generate(), name: 'framed-bob', reconnect: false });
-    const inbox = new Inbox(b);
-    await a.connect();
-    await b.connect();
-    await h.until(() => a.peers.has(b.identity.peerId));
-    const src = await h.tempDir();
-    const out = await h.tempDir();
+    const a = await h.peer('framed-alice', { url: tap.url });
+    const b = await h.peer('framed-bob', { url: tap.url });
+    await h.until(() => a.client.peers.has(b.identity.peerId));
     const size = 6_000_000;
-    const sum = await writeRandomFile(path.join(src, 'framed.bin'), size, 'framed');
-    const got = new Promise((resolve) => inbox.once('offer', (o) => resolve(o.accept({ directory: out }))));
-    const sent = await sendFiles(a, { paths: [path.join(src, 'framed.bin')], to: [a.findPeer('framed-bob')] });
-    await got;
-    assert.equal(sent.recipients[0]!.outcome, 'done');
-    assert.equal(await sha256File(path.join(out, 'framed.bin')), sum);
-    inbox.dispose();
-    a.close();
-    b.close();
+    await h.sendAndVerify(a, b, size);
 
     const frames = [...toRelay.values()].flatMap((chunks) => clientFrames(Buffer.concat(chunks)));
     const binary = frames.filter((f) => f.opcode === 2);
