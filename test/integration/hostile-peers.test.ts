@@ -255,7 +255,9 @@ describe('the source changes or vanishes while it is sent', () => {
   test('a file deleted before its turn is reported', async () => {
     const src = await h.tempDir();
     const out = await h.tempDir();
-    await writeRandomFile(path.join(src, 'dir', 'a-first.bin'), 8 * 1024 * 1024);
+    // Four times what a sender keeps in flight (8 MiB): it must wait for acknowledgements, and so
+    // for the first progress event and the removal, before it reaches b-second.
+    await writeRandomFile(path.join(src, 'dir', 'a-first.bin'), 32 * 1024 * 1024);
     await writeRandomFile(path.join(src, 'dir', 'b-second.bin'), 1000);
     const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
     received.catch(() => undefined);
