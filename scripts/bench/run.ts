@@ -6,6 +6,8 @@
  * Everything runs in the same session, so ratios hold on a noisy machine.
  *
  *   tcp       plain TCP relay, no encryption (scripts/bench/tcp-relay.ts): the baseline
+ *   aead      the same relay with AES-256-GCM over 1 MiB chunks at the ends and the fewest copies
+ *             (tcp-relay.ts): the floor any Node design with this cipher reaches on this path
  *   sft       sft-relay with sft send / sft receive: end-to-end encrypted, full protocol
  *   cluster   the same, with the sender and the receiver on two sft-relay nodes joined through
  *             a redis-server started for each run (skipped when redis-server is missing);
@@ -24,6 +26,7 @@
  * "--cpu-prof --cpu-prof-dir=/tmp/prof"), SFT_BENCH_VERBOSE (user and system CPU per process).
  */
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,10 +44,10 @@ interface RunFigures {
   redis?: { cpuSeconds: number; usedMemoryPeakBytes: number };
 }
 
-const PARTS = ['tcp', 'sft', 'cluster', 'wormhole', 'scp', 'load', 'memory'] as const;
+const PARTS = ['tcp', 'aead', 'sft', 'cluster', 'wormhole', 'scp', 'load', 'memory'] as const;
 type Part = (typeof PARTS)[number];
 /** The result names in bench.json (kept from earlier versions). */
-const PATH_NAMES: Record<Exclude<Part, 'load' | 'memory'>, string> = { tcp: 'tcp-relay', sft: 'sft', cluster: 'sft-2-nodes', wormhole: 'wormhole', scp: 'scp-jump' };
+const PATH_NAMES: Record<Exclude<Part, 'load' | 'memory'>, string> = { tcp: 'tcp-relay', aead: 'tcp-relay-aead', sft: 'sft', cluster: 'sft-2-nodes', wormhole: 'wormhole', scp: 'scp-jump' };
 
 function selectedParts(): Set<Part> {
   const arg = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -56,15 +59,16 @@ function selectedParts(): Set<Part> {
   return new Set(wanted as Part[]);
 }
 
-async function runTcp(work: string, file: string, out: string): Promise<RunFigures> {
+async function runTcp(work: string, file: string, out: string, aead: boolean): Promise<RunFigures> {
   const script = path.join(DIST, 'bench-tcp-relay.js');
   const relay = startNode(work, 'relay', script, ['relay']);
   const [port] = await waitForLine(relay, /^\d+$/);
-  const receiver = startNode(work, 'receiver', script, ['recv', port!, out]);
+  const suffix = aead ? '-aead' : '';
+  const receiver = startNode(work, 'receiver', script, [`recv${suffix}`, port!, out]);
   await new Promise((r) => setTimeout(r, 200)); // The receiver registers first.
   await markTransferStart(relay);
   const t0 = performance.now();
-  const sender = startNode(work, 'sender', script, ['send', port!, file]);
+  const sender = startNode(work, 'sender', script, [`send${suffix}`, port!, file]);
   const processes = await finish({ sender, receiver, relay });
   return { seconds: (performance.now() - t0) / 1000, processes };
 }
@@ -212,9 +216,11 @@ async function main() {
   const size = megabytes * 1024 * 1024;
   const started = performance.now();
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'sft-bench-'));
+  // The AEAD floor's throwaway key, for its two ends (environment, never argv).
+  process.env.SFT_BENCH_AEAD_KEY = crypto.randomBytes(32).toString('hex');
   try {
     const skipped: Record<string, string> = {};
-    const paths = (['tcp', 'sft', 'cluster', 'wormhole', 'scp'] as const).filter((p) => parts.has(p));
+    const paths = (['tcp', 'aead', 'sft', 'cluster', 'wormhole', 'scp'] as const).filter((p) => parts.has(p));
     const missing: Partial<Record<Part, string | undefined>> = {
       cluster: haveRedis() ? undefined : 'redis-server not found (apt-get install redis-server)',
       wormhole: wormholeMissing(),
@@ -246,9 +252,9 @@ async function main() {
         // Alternate the paths so drift on the machine touches all alike.
         for (const p of active) {
           const name = PATH_NAMES[p];
-          if (p === 'tcp') {
-            const out = path.join(work, 'tcp-out.bin');
-            results[name]!.push(await runTcp(work, file, out));
+          if (p === 'tcp' || p === 'aead') {
+            const out = path.join(work, `${name}-out.bin`);
+            results[name]!.push(await runTcp(work, file, out, p === 'aead'));
             await check(name, out, run);
             await fs.rm(out);
           } else if (p === 'sft' || p === 'cluster') {
@@ -285,6 +291,7 @@ async function main() {
     const summary = Object.fromEntries(Object.entries(results).map(([name, list]) => [name, summarise(list, size)]));
     const sft = summary.sft;
     const tcp = summary['tcp-relay'];
+    const floor = summary['tcp-relay-aead'];
     let memory: MemoryFigures | undefined;
     if (parts.has('memory')) {
       const sizesMiB = (process.env.SFT_BENCH_MEMORY_MB ?? '100,1024,4096').split(',').map(Number).filter((n) => n > 0);
@@ -298,6 +305,7 @@ async function main() {
       runs,
       parts: [...parts],
       ...(sft && tcp ? { ratioToTcpRelay: sft.mbPerSecond / tcp.mbPerSecond } : {}),
+      ...(sft && floor ? { ratioToAeadFloor: sft.mbPerSecond / floor.mbPerSecond } : {}),
       results: summary,
       skipped,
       ...(idle || transfers ? { load: { idle, transfers } } : {}),
@@ -314,6 +322,12 @@ async function main() {
         const relays = Object.keys(rss).filter((p) => p.startsWith('relay')).map((p) => fixed(rss[p], 0)).join(' + ');
         const cpu = s.cpuSecondsPerGiBByProcess;
         process.stdout.write(`| ${name} | ${fixed(s.mbPerSecond, 0)} | ${fixed(s.cpuSecondsPerGiB)} | ${fixed(s.relayCpuSecondsPerGiB)} (${fixed(s.relayForwardingCpuSecondsPerGiB)}) | ${fixed(cpu.sender)} | ${fixed(cpu.receiver)} | ${relays} / ${fixed(rss.sender, 0)} / ${fixed(rss.receiver, 0)} |\n`);
+      }
+      if (sft && floor) {
+        process.stdout.write(
+          `\nsft ÷ AEAD floor (tcp-relay-aead): ${((100 * sft.mbPerSecond) / floor.mbPerSecond).toFixed(0)}% of its MB/s; ` +
+            `CPU s per GiB ${fixed(sft.cpuSecondsPerGiB)} against its ${fixed(floor.cpuSecondsPerGiB)} (relay ${fixed(sft.relayForwardingCpuSecondsPerGiB)} against ${fixed(floor.relayForwardingCpuSecondsPerGiB)})\n`,
+        );
       }
       const cluster = summary['sft-2-nodes'];
       if (cluster) {
