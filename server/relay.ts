@@ -769,33 +769,43 @@ export function createRelay(options: RelayOptions = {}): Relay {
   function cancelLeg(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
     const transfer = transfers.get(cancel.transferId);
     if (!transfer) return cancelInterrupted(peerId, cancel);
-    if (transfer.from !== peerId && !transfer.recipients.has(peerId)) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
-    abort(transfer, peerId, new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+    // Legs waiting for a later round (cut off earlier, or in this one) are called off too: all of
+    // them when the sender cancels, the recipient's own when it does.
+    const bySender = transfer.from === peerId;
+    const waiting = [...transfer.interrupted.keys()].filter((to) => bySender || to === peerId);
+    if (!bySender && !transfer.recipients.has(peerId) && waiting.length === 0) throw new SftError('NOT_PARTICIPANT', 'Not your transfer.');
+    for (const to of waiting) transfer.interrupted.delete(to);
+    callOffWaiting(transfer.id, transfer.from, waiting, peerId, cancel);
+    if (bySender || transfer.recipients.has(peerId)) abort(transfer, peerId, new SftError(cancel.code, cancel.message ?? 'Cancelled.'), 'cancel');
+  }
+
+  /** A cancel for a transfer interrupted by a dropped connection and not resumed yet. */
+  function cancelInterrupted(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
+    const entry = ended.get(cancel.transferId);
+    const legs = entry ? entry.resumable.filter((r) => entry.from === peerId || r.to === peerId) : [];
+    if (!entry || legs.length === 0) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
+    entry.resumable = entry.resumable.filter((r) => !legs.includes(r));
+    callOffWaiting(cancel.transferId, entry.from, legs.map((l) => l.to), peerId, cancel);
   }
 
   /**
-   * A cancel for a transfer interrupted by a dropped connection and not resumed yet: the legs it
-   * concerns (all of them when the sender cancels) can no longer be resumed, and the other ends,
-   * waiting to resume, are told now instead of finding out when the grace period runs out. An end
-   * that is away is told when it joins again within the grace period, on whichever node it joins.
+   * Legs waiting to be resumed that a cancel ends: they can no longer be resumed, and the other
+   * ends, waiting to resume, are told now instead of finding out when the grace period runs out.
+   * An end that is away is told when it joins again within the grace period, on whichever node
+   * it joins.
    */
-  function cancelInterrupted(peerId: string, cancel: z.infer<typeof CancelSchema>): void {
-    const entry = ended.get(cancel.transferId);
-    const bySender = entry?.from === peerId;
-    const legs = entry ? entry.resumable.filter((r) => bySender || r.to === peerId) : [];
-    if (!entry || legs.length === 0) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
-    entry.resumable = entry.resumable.filter((r) => !legs.includes(r));
-    const message = cancel.message ?? 'Cancelled.';
-    for (const leg of legs) {
+  function callOffWaiting(transferId: string, sender: string, legs: readonly string[], by: string, cancel: z.infer<typeof CancelSchema>): void {
+    if (legs.length === 0) return;
+    for (const to of legs) {
       metrics.leg('cancelled');
-      audit.write({ event: 'cancel', transfer: cancel.transferId, from: entry.from, to: leg.to, by: peerId, code: cancel.code, cipherBytes: 0, durationMs: 0 });
+      audit.write({ event: 'cancel', transfer: transferId, from: sender, to, by, code: cancel.code, cipherBytes: 0, durationMs: 0 });
     }
-    const notify = bySender ? legs.map((l) => l.to) : [entry.from];
-    const forwarded = { transferId: cancel.transferId, code: cancel.code, message, from: peerId };
+    const notify = by === sender ? legs : [sender];
+    const forwarded = { transferId, code: cancel.code, message: cancel.message ?? 'Cancelled.', from: by };
     for (const target of toPeers(notify)) target.emit('cancel', forwarded);
     keepForAbsent(notify, forwarded);
     // An end that is away may come back on any node of a cluster.
-    if (cluster) io.serverSideEmit('sft:pendingCancel', { peerIds: notify, message: forwarded });
+    if (cluster) io.serverSideEmit('sft:pendingCancel', { peerIds: [...notify], message: forwarded });
   }
 
   /** Whether a transfer interrupted here has a leg of this peer's (any, for its sender) waiting to be resumed. */
@@ -1035,7 +1045,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
       cancelInterrupted(leg.peerId, leg.message);
       return reply({ ok: true, from: ended.get(leg.message.transferId)!.from });
     }
-    if (!transfer?.recipients.has(leg.peerId)) return reply(null);
+    // A recipient's own leg, live or (for a cancel) waiting for a later round of this transfer.
+    if (!transfer || !(transfer.recipients.has(leg.peerId) || (leg.kind === 'cancel' && transfer.interrupted.has(leg.peerId)))) return reply(null);
     try {
       if (leg.kind === 'answer') answerLeg(leg.peerId, leg.message);
       else if (leg.kind === 'done') doneLeg(leg.peerId, leg.message);

@@ -317,20 +317,27 @@ test('two recipients, one drops while the other takes longer than the grace peri
   assert.ok(cutAt > 0 && sender.resumedAt[0]! - cutAt > graceMs, `re-offered ${sender.resumedAt[0]! - cutAt} ms after the cut (grace ${graceMs} ms)`);
 });
 
-test('relay: a resume naming one waiting leg keeps the other resumable for a later round', async () => {
-  // Raw clients, so that the order of the rounds is set by the test, not by a sender's timers.
+/**
+ * Raw clients, so that the order of the rounds is set by the test, not by a sender's timers. Alice
+ * offers 4 chunks to Bob and Carol, both accept, one chunk goes out, then both connections drop.
+ * Bob comes back and Alice resumes naming him only: that round runs (Bob accepted), while Carol's
+ * leg waits for a later one. Carol is away.
+ */
+async function roundWithOneLegWaiting() {
   const h = await Harness.start({ resumeGraceMs: 30_000 });
   cleanups.push(() => h.close());
   const [alice, bob, carol] = [Identity.generate(), Identity.generate(), Identity.generate()];
-  const join = async (who: Identity, name: string) => {
+  /** `listen` is attached before joining: pending cancels come before the join's reply. */
+  const join = async (who: Identity, name: string, listen?: (conn: RawConnection) => void) => {
     const conn = await rawConnect(h.url);
+    listen?.(conn);
     assert.equal((await rawJoin(conn, who, name)).ok, true);
     cleanups.push(async () => conn.close());
     return conn;
   };
   const s = await join(alice, 'alice');
   let b = await join(bob, 'bob');
-  let c = await join(carol, 'carol');
+  const c = await join(carol, 'carol');
   const chunkSize = 64;
   const chunkCount = 4;
   const transferId = newTransferId();
@@ -344,7 +351,9 @@ test('relay: a resume naming one waiting leg keeps the other resumable for a lat
   const wire = offerToWire(offer);
   const chunk = Buffer.alloc(chunkSize + 16);
   const answers: unknown[] = [];
+  const cancels: Array<{ code: string; from?: string }> = [];
   s.socket.on('answer', (m: unknown) => answers.push(m));
+  s.socket.on('cancel', (m: { code: string; from?: string }) => cancels.push(m));
   const accept = (conn: RawConnection, resumeFrom?: number) =>
     new Promise<void>((resolve) =>
       conn.socket.once('offer', () => {
@@ -352,7 +361,7 @@ test('relay: a resume naming one waiting leg keeps the other resumable for a lat
         resolve();
       }),
     );
-  // First attempt: both accept, one chunk goes out, then both connections drop.
+  const offerAgain = async (round: number, to: string[]) => (await s.socket.timeout(5000).emitWithAck('offer', { ...wire, resume: round, resumeTo: to })) as Result;
   const bothAccepted = Promise.all([accept(b), accept(c)]);
   assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', wire)) as Result).ok, true);
   await bothAccepted;
@@ -361,24 +370,63 @@ test('relay: a resume naming one waiting leg keeps the other resumable for a lat
   b.close();
   c.close();
   await waitFor(() => h.relay!.stats().transfers === 0);
-  // Round 1: Bob is back, Carol is not; the resume names Bob only, and he gets it all.
   b = await join(bob, 'bob');
   const bobAccepted = accept(b, 0);
-  assert.equal(((await s.socket.timeout(5000).emitWithAck('offer', { ...wire, resume: 1, resumeTo: [bob.peerId] })) as Result).ok, true);
+  assert.equal((await offerAgain(1, [bob.peerId])).ok, true);
   await bobAccepted;
   await waitFor(() => answers.length === 3);
-  for (let i = 0; i < chunkCount; i++) {
-    s.socket.emit('chunk', transferId, i, chunk);
-    b.socket.emit('ack', { transferId, index: i });
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const receipt = signReceipt(bob, { transferId, senderPeerId: alice.peerId, chunkCount, cipherBytes: layout.cipherBytes });
-  assert.equal(((await b.socket.timeout(5000).emitWithAck('done', { transferId, receipt: receipt.toString('base64url') })) as Result).ok, true);
-  await waitFor(() => h.relay!.stats().transfers === 0);
+  /** Bob's round to its end: every chunk, acknowledged, then his receipt. */
+  const finishBob = async () => {
+    for (let i = 0; i < chunkCount; i++) {
+      s.socket.emit('chunk', transferId, i, chunk);
+      b.socket.emit('ack', { transferId, index: i });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const receipt = signReceipt(bob, { transferId, senderPeerId: alice.peerId, chunkCount, cipherBytes: layout.cipherBytes });
+    assert.equal(((await b.socket.timeout(5000).emitWithAck('done', { transferId, receipt: receipt.toString('base64url') })) as Result).ok, true);
+    await waitFor(() => h.relay!.stats().transfers === 0);
+  };
+  return { h, s, b, alice, carol, transferId, join, accept, offerAgain, finishBob, cancels };
+}
+
+test('relay: a resume naming one waiting leg keeps the other resumable for a later round', async () => {
+  const { carol, join, accept, offerAgain, finishBob } = await roundWithOneLegWaiting();
+  await finishBob();
   // Round 2: Carol is back; her leg is still one the relay knows as interrupted.
-  c = await join(carol, 'carol');
+  const c = await join(carol, 'carol');
   const carolOffered = accept(c, 1);
-  const reply = (await s.socket.timeout(5000).emitWithAck('offer', { ...wire, resume: 2, resumeTo: [carol.peerId] })) as Result;
+  const reply = await offerAgain(2, [carol.peerId]);
   assert.equal(reply.ok, true, JSON.stringify(reply));
   await carolOffered;
+});
+
+test("relay: a recipient calls off its leg that waits for a later round while another round runs", async () => {
+  const { s, carol, transferId, join, offerAgain, finishBob, cancels } = await roundWithOneLegWaiting();
+  const c = await join(carol, 'carol');
+  const reply = (await c.socket.timeout(5000).emitWithAck('cancel', { transferId, code: 'CANCELLED' })) as Result;
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  // (The drops before were PEER_GONE.)
+  await waitFor(() => cancels.some((m) => m.code === 'CANCELLED'));
+  assert.deepEqual(cancels.filter((m) => m.code === 'CANCELLED').map((m) => m.from), [carol.peerId]);
+  assert.ok(s.socket.connected, 'the sender is not told it misbehaved');
+  await finishBob();
+  // Her leg is gone: it cannot be offered again.
+  const again = await offerAgain(2, [carol.peerId]);
+  assert.equal(again.ok ? 'accepted' : again.error.code, 'DUPLICATE_TRANSFER');
+});
+
+test("relay: the sender's cancel of a running round reaches the leg waiting for a later one, though its recipient is away", async () => {
+  const { h, s, b, alice, carol, transferId, join, offerAgain } = await roundWithOneLegWaiting();
+  const bobHeard: Array<{ code: string; from?: string }> = [];
+  b.socket.on('cancel', (m: { code: string; from?: string }) => bobHeard.push(m));
+  assert.equal(((await s.socket.timeout(5000).emitWithAck('cancel', { transferId, code: 'CANCELLED' })) as Result).ok, true);
+  await waitFor(() => bobHeard.length === 1 && h.relay!.stats().transfers === 0);
+  assert.deepEqual({ code: bobHeard[0]!.code, from: bobHeard[0]!.from }, { code: 'CANCELLED', from: alice.peerId });
+  // Carol comes back within the grace period: she hears CANCELLED now, not EXPIRED later.
+  const carolHeard: Array<{ transferId: string; code: string; from?: string }> = [];
+  await join(carol, 'carol', (conn) => conn.socket.on('cancel', (m: { transferId: string; code: string; from?: string }) => carolHeard.push(m)));
+  await waitFor(() => carolHeard.length === 1);
+  assert.deepEqual(carolHeard[0], { transferId, code: 'CANCELLED', message: 'Cancelled.', from: alice.peerId });
+  const again = await offerAgain(2, [carol.peerId]);
+  assert.equal(again.ok ? 'accepted' : again.error.code, 'DUPLICATE_TRANSFER');
 });
