@@ -96,11 +96,12 @@ export interface RelayOptions {
   /**
    * Offers per client (peer id) per minute (default 60), and per remote address across every
    * identity behind it (default 600): a bucket of that size refilled evenly. Past either, an offer
-   * is refused with RATE_LIMITED (which counts towards disconnection). In a cluster, per node.
+   * is refused with RATE_LIMITED (which counts towards disconnection). In a cluster, for all nodes
+   * together (a bucket in Redis, besides each node's own).
    */
   offersPerClientPerMinute?: number;
   offersPerAddressPerMinute?: number;
-  /** Joins per peer id per minute (default 30), from any address; past it JOIN_RATE_LIMITED. */
+  /** Joins per peer id per minute (default 30), from any address and, in a cluster, any node; past it JOIN_RATE_LIMITED. */
   joinsPerPeerPerMinute?: number;
   /** Time a new connection has to prove its identity. */
   helloTimeoutMs?: number;
@@ -233,10 +234,34 @@ export function createRelay(options: RelayOptions = {}): Relay {
   const maxFileSize = options.maxFileSize ?? null;
   const controlRate = options.controlRate ?? { perSecond: 20, burst: 60 };
   const joinLimiter = new KeyedRateLimiter(options.joinRate?.perSecond ?? 5, options.joinRate?.burst ?? 30);
-  const perMinute = (n: number) => new KeyedRateLimiter(n / 60, n);
-  const clientOffers = perMinute(options.offersPerClientPerMinute ?? 60);
-  const addressOffers = perMinute(options.offersPerAddressPerMinute ?? 600);
-  const peerJoins = perMinute(options.joinsPerPeerPerMinute ?? 30);
+  /**
+   * A limit of `n` a minute per key that every node of a cluster enforces together: each node's
+   * own bucket first (a flood from one client never reaches Redis), then the cluster's, a token
+   * bucket in Redis, so that a client spreading its connections over the nodes gets no more. A
+   * single relay has only its own. Should Redis not answer within a second, the node's own limit
+   * alone applies (logged): a Redis outage must not stop offers and joins.
+   */
+  const perMinute = (name: string, n: number) => {
+    const local = new KeyedRateLimiter(n / 60, n);
+    return async (key: string): Promise<boolean> => {
+      if (!local.take(key)) return false;
+      if (!cluster) return true;
+      const verdict = cluster.takeBudget(`sft:limit:${name}:${key}`, 1, n / 60, n);
+      const late = new Promise<'late'>((resolve) => setTimeout(resolve, 1000, 'late').unref());
+      try {
+        const answer = await Promise.race([verdict, late]);
+        if (answer !== 'late') return answer;
+        log.warn({ limit: name }, "Redis did not answer a rate-limit check in time; this node's own limit applied");
+      } catch (error) {
+        log.warn({ limit: name, err: error }, "a rate-limit check in Redis failed; this node's own limit applied");
+      }
+      verdict.catch(() => undefined);
+      return true;
+    };
+  };
+  const clientOffers = perMinute('offers-per-client', options.offersPerClientPerMinute ?? 60);
+  const addressOffers = perMinute('offers-per-address', options.offersPerAddressPerMinute ?? 600);
+  const peerJoins = perMinute('joins-per-peer', options.joinsPerPeerPerMinute ?? 30);
   const audit: AuditSink =
     typeof options.auditLog === 'string' ? fileAudit(options.auditLog, {
           maxBytes: options.auditMaxBytes,
@@ -437,7 +462,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
           return;
         }
         // Before replacing anything: an identity rejoining in a loop must not churn its connection.
-        if (!peerJoins.take(peer.peerId)) {
+        if (!(await peerJoins(peer.peerId))) {
           audit.write({ event: 'refused', code: 'JOIN_RATE_LIMITED', address: clientAddress(socket), peer: peer.peerId });
           metrics.refused('JOIN_RATE_LIMITED');
           reply({ ok: false, error: errorMessage('JOIN_RATE_LIMITED', 'This identity joined too often; try again in a minute.') });
@@ -483,7 +508,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       guard('offer', true, async (raw: unknown, reply: Reply) => {
         if (typeof reply !== 'function') throw new SftError('BAD_MESSAGE', 'offer needs an acknowledgement callback.');
         if (shuttingDown) throw new SftError('SHUTTING_DOWN', 'The relay is shutting down and takes no new transfers.');
-        if (!clientOffers.take(socket.data.peer!.peerId) || !addressOffers.take(clientAddress(socket))) {
+        if (!(await clientOffers(socket.data.peer!.peerId)) || !(await addressOffers(clientAddress(socket)))) {
           throw new SftError('RATE_LIMITED', 'Too many offers; slow down.');
         }
         const offer = parse(OfferSchema, raw, 'offer');

@@ -202,6 +202,31 @@ test('the hourly byte budget is kept in Redis: a client that moves to the other 
   await assert.rejects(sendFiles(moved.client, { paths: [file], to: [moved.client.findPeer('bob')] }), { code: 'QUOTA_EXCEEDED' });
 });
 
+test('offer and join limits are kept in Redis: an identity that spreads over both nodes gets no more than on one', async () => {
+  const { a, b } = await cluster({ offersPerClientPerMinute: 3, joinsPerPeerPerMinute: 3 });
+  const alice = Identity.generate();
+  const join = async (url: string) => {
+    const conn = await rawConnect(url);
+    cleanups.push(async () => conn.close());
+    return { conn, joined: await rawJoin(conn, alice, 'alice') };
+  };
+  // The limits are checked before the offer is read, so an empty one costs as much as any.
+  const offer = async (conn: Awaited<ReturnType<typeof join>>['conn']) => {
+    const reply = (await conn.socket.timeout(5000).emitWithAck('offer', {})) as Result;
+    return reply.ok ? 'taken' : reply.error.code;
+  };
+  const first = await join(a);
+  assert.equal(first.joined.ok, true);
+  assert.deepEqual([await offer(first.conn), await offer(first.conn)], ['BAD_MESSAGE', 'BAD_MESSAGE']);
+  const second = await join(b); // Replaces the first connection.
+  assert.equal(second.joined.ok, true);
+  // Node b has seen one offer of this identity's, but the cluster three: the fourth is refused.
+  assert.deepEqual([await offer(second.conn), await offer(second.conn)], ['BAD_MESSAGE', 'RATE_LIMITED']);
+  assert.equal((await join(a)).joined.ok, true);
+  const fourth = await join(b);
+  assert.equal(fourth.joined.ok ? 'joined' : fourth.joined.error.code, 'JOIN_RATE_LIMITED');
+});
+
 test('a node killed mid-transfer (no goodbye): its client resumes on the other node, and its peers are announced as gone', async () => {
   // Real sft-relay processes, so that one can die at once (SIGKILL), with a short heartbeat.
   const args = ['--redis', redis.url, '--cluster-heartbeat', '0.3', '--log-level', 'warn'];
