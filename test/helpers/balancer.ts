@@ -2,16 +2,19 @@
  * A load balancer for tests: a TCP proxy that hands each new connection to the first backend
  * that accepts it, in the order given. When a relay node stops, its clients reconnect through the
  * same address and land on the next node, as they would behind a real balancer with health checks.
+ * `moveTo(i)` cuts every connection and sends new ones to backend `i` first: a client whose network
+ * dropped and that lands on another node although the first is alive.
  */
 import net from 'node:net';
 
 export interface Balancer {
   readonly url: string;
+  moveTo(backend: number): void;
   close(): Promise<void>;
 }
 
 export async function startBalancer(backends: readonly string[]): Promise<Balancer> {
-  const targets = backends.map((b) => new URL(b));
+  let targets = backends.map((b) => new URL(b));
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => {
     sockets.add(s);
@@ -51,6 +54,11 @@ export async function startBalancer(backends: readonly string[]): Promise<Balanc
   const { port } = server.address() as net.AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    moveTo(backend) {
+      const all = backends.map((b) => new URL(b));
+      targets = [all[backend]!, ...all.filter((_, i) => i !== backend)];
+      for (const s of sockets) s.destroy();
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -186,6 +186,48 @@ for (const stopped of ['recipient', 'sender'] as const) {
   });
 }
 
+test("a sender that lands on another node while the first lives: the first node's expiry check leaves the resumed transfer alone", async () => {
+  const graceMs = 2_000;
+  const { h, a, b } = await cluster({ resumeGraceMs: graceMs });
+  // Alice dials a balancer, first to node A; Bob stays on node A, which keeps the interrupted
+  // transfer listed while it runs on, resumed, on node B.
+  const lb = await startBalancer([a, b]);
+  cleanups.push(() => lb.close());
+  const alice = await h.peer('alice', { url: lb.url, reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const sum = await writeRandomFile(path.join(src, 'moved-long.bin'), 36 * DEFAULT_CHUNK_SIZE, 'moved-long');
+  // After the resume Bob acknowledges slowly (150 ms a chunk, his done after his last
+  // acknowledgement), so the resumed part outlasts the grace period twice over.
+  let pace = Promise.resolve();
+  const paced = <T>(send: () => T) => (pace = pace.then(() => new Promise((r) => setTimeout(r, 150))).then(send).then(() => undefined));
+  let resumed = false;
+  const answer = bob.client.answer.bind(bob.client);
+  bob.client.answer = (id, accept, from) => {
+    if (from !== undefined) resumed = true;
+    return answer(id, accept, from);
+  };
+  let written = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    if (resumed) return void paced(() => ack(id, index));
+    ack(id, index);
+    if (++written === 3) lb.moveTo(1);
+  };
+  const done = bob.client.done.bind(bob.client);
+  bob.client.done = (id, receipt) => paced(() => done(id, receipt));
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const started = Date.now();
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'moved-long.bin')], to: [alice.client.findPeer('bob')] });
+  assert.equal(sent.recipients[0]!.outcome, 'done', JSON.stringify(sent.recipients[0]));
+  await received;
+  assert.ok(resumed, 'the transfer was resumed');
+  assert.ok(Date.now() - started > 2 * graceMs, 'the resumed part outlasted the grace period');
+  assert.equal(await sha256File(path.join(out, 'moved-long.bin')), sum);
+});
+
 test('the hourly byte budget is kept in Redis: a client that moves to the other node keeps what it used', async () => {
   const { h, b } = await cluster({ maxBytesPerClientPerHour: 3000 });
   const identity = Identity.generate();
