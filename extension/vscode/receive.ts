@@ -191,8 +191,8 @@ export class Receiver {
     const directory = remote ? await fs.mkdtemp(path.join(os.tmpdir(), 'sft-receive-')) : destination.folder.fsPath;
     const controller = new AbortController();
     entry.offer = undefined;
-    // The inbox journals every transfer; one received into a temporary folder (for a non-file
-    // destination) is not left to a restart, which would not copy it on.
+    // One received into a temporary folder (for a non-file destination) is not journaled: a restart
+    // would continue it into that folder, and nothing would copy it on.
     this.transfers.update(entry.id, { status: 'active', cancel: () => controller.abort(), journaled: !remote });
     try {
       if (!remote) await fs.mkdir(directory, { recursive: true });
@@ -203,6 +203,7 @@ export class Receiver {
           ...(destination.saveAs ? { saveAs: path.join(directory, destination.saveAs) } : {}),
           onConflict: destination.onConflict,
           signal: controller.signal,
+          journal: !remote,
           onProgress,
         }),
       );

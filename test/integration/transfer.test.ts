@@ -8,7 +8,10 @@ import path from 'node:path';
 import { Harness, listTree, sha256File, writeRandomFile, type Peer } from '../helpers/harness';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
-import type { ReceiveResult } from '../../extension/core/transfer/receiver';
+import { Inbox, type ReceiveResult } from '../../extension/core/transfer/receiver';
+import { TransferJournal } from '../../extension/core/transfer/journal';
+import { RelayClient } from '../../extension/core/client';
+import { Identity } from '../../extension/core/crypto/identity';
 
 let h: Harness;
 let alice: Peer;
@@ -137,6 +140,88 @@ test('an existing file is never overwritten without consent', async () => {
   await assert.rejects(refused, { code: 'FILE_EXISTS' });
   assert.equal(sent.recipients[0]!.outcome, 'failed');
   assert.equal(await fs.readFile(path.join(out, 'report.pdf'), 'utf8'), 'precious');
+});
+
+test('a finished temporary file swapped for a link before the commit: nothing is done through the link, and the commit is rolled back', async () => {
+  // Someone who can write to the destination folder replaces a finished temporary file with a
+  // link to a private file of the user's, while a later file is still arriving. Setting the mode
+  // and time by path would follow the link (and make the private file world-readable).
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  const elsewhere = await h.tempDir();
+  const victim = path.join(elsewhere, 'id_ed25519');
+  await fs.writeFile(victim, 'secret', { mode: 0o600 });
+  await fs.chmod(victim, 0o600);
+  const victimTime = new Date('2001-02-03T04:05:06Z');
+  await fs.utimes(victim, victimTime, victimTime);
+  const names = ['replaced.txt', 'new.txt', 'swapped.txt'];
+  for (const name of names) await fs.writeFile(path.join(src, name), `${name} from alice`);
+  await writeRandomFile(path.join(src, 'last.bin'), 32 * DEFAULT_CHUNK_SIZE, 'last');
+  await fs.writeFile(path.join(out, 'replaced.txt'), 'the old one');
+
+  const ack = bob.client.ack.bind(bob.client);
+  let swapped: Promise<void> | undefined;
+  bob.client.ack = (id, index) => {
+    ack(id, index);
+    // By the third chunk of last.bin, swapped.txt is complete and closed.
+    if (index === 2) {
+      swapped = (async () => {
+        const temp = (await fs.readdir(out)).find((n) => n.startsWith('.swapped.txt.'))!;
+        await fs.rm(path.join(out, temp));
+        await fs.symlink(victim, path.join(out, temp));
+      })();
+    }
+  };
+  try {
+    const received = bob.nextOffer().then((o) => o.accept({ directory: out, onConflict: 'overwrite' }));
+    received.catch(() => undefined); // Asserted below, after the sender's side.
+    const sent = await sendFiles(alice.client, { paths: [...names.map((n) => path.join(src, n)), path.join(src, 'last.bin')], to: [alice.client.findPeer('bob')] });
+    await assert.rejects(received, { code: 'UNSAFE_NAME' });
+    await swapped;
+    assert.equal(sent.recipients[0]!.outcome, 'failed');
+  } finally {
+    bob.client.ack = ack;
+  }
+  const stat = await fs.stat(victim);
+  assert.equal(stat.mode & 0o777, 0o600, 'the private file keeps its mode');
+  assert.equal(stat.mtimeMs, victimTime.getTime(), 'and its time');
+  assert.equal(await fs.readFile(victim, 'utf8'), 'secret');
+  // All or nothing, under 'overwrite': the file that replaced one stays (the old one is gone),
+  // the one that took a new name is taken back, and no temporary file or link is left.
+  assert.deepEqual(await listTree(out), ['replaced.txt']);
+  assert.equal(await fs.readFile(path.join(out, 'replaced.txt'), 'utf8'), 'replaced.txt from alice');
+});
+
+test("an Inbox with a journal journals each accepted transfer, except one accepted with journal: false", async () => {
+  // journal: false is for a staging folder the caller copies on from (VS Code's virtual file
+  // systems): a restart would continue the transfer into that folder, and nothing would copy it on.
+  const journal = new TransferJournal(await h.tempDir('sft-journal-'));
+  const saved: string[] = [];
+  const save = journal.save.bind(journal);
+  journal.save = (record) => {
+    saved.push(record.transferId);
+    return save(record);
+  };
+  const client = new RelayClient({ url: h.url, identity: Identity.generate(), name: 'dana', reconnect: false });
+  await client.connect();
+  const inbox = new Inbox(client, { journal });
+  await inbox.restore();
+  try {
+    await h.until(() => alice.client.peers.has(client.identity.peerId));
+    const src = await h.tempDir();
+    const file = path.join(src, 'staged.bin');
+    await writeRandomFile(file, 3 * DEFAULT_CHUNK_SIZE, 'staged');
+    for (const journaled of [false, true]) {
+      const out = await h.tempDir();
+      const received = new Promise<ReceiveResult>((resolve, reject) => inbox.once('offer', (o) => o.accept({ directory: out, journal: journaled }).then(resolve, reject)));
+      const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('dana')] });
+      assert.equal(sent.recipients[0]!.outcome, 'done');
+      const { transferId } = await received;
+      assert.equal(saved.includes(transferId), journaled, journaled ? 'journaled by default' : 'not journaled');
+    }
+  } finally {
+    client.close();
+  }
 });
 
 test('a transfer cancelled by the receiver midway leaves no partial file and tells the sender', async () => {

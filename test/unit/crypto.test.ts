@@ -613,3 +613,23 @@ test('delivery receipts: signed by the recipient, bound to the transfer, its sen
     assert.equal(checkReceipt(recipient.publicIdentity, { ...facts, ...changed }, receipt), false, JSON.stringify(changed));
   }
 });
+
+test('header: a modification time no file can carry is dropped, as an invalid mode is; a valid one is kept', () => {
+  const sender = Identity.generate();
+  const recipient = Identity.generate();
+  const entries = [
+    { path: 'far.txt', type: 'file' as const, size: 1, mtimeMs: 9e15 },
+    { path: 'edge.txt', type: 'file' as const, size: 1, mtimeMs: 8.64e15 },
+    { path: 'now.txt', type: 'file' as const, size: 1, mtimeMs: 1_700_000_000_000 },
+  ];
+  const { offer } = sealOffer({
+    sender,
+    recipients: [recipient.publicIdentity],
+    transferId: randomBytes(16).toString('base64url'),
+    header: { v: 1, entries, chunkSize: 1024, plainBytes: 3 },
+    createdAt: Date.now(),
+  });
+  // Beyond 8.64e15 ms a Date is invalid, and setting the file's time would fail after the whole
+  // payload had arrived.
+  assert.deepEqual(openOffer(offer, recipient).header.entries.map((e) => e.mtimeMs), [undefined, 8.64e15, 1_700_000_000_000]);
+});

@@ -250,6 +250,9 @@ function isSize(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
+/** The last instant a JavaScript Date (and so a file time set through Node) can hold. */
+const MAX_DATE_MS = 8.64e15;
+
 /** Structural check of a decrypted header: it is authenticated, but the sender may still be hostile. */
 function parseHeader(value: unknown): TransferHeader {
   const fail = (why: string): never => {
@@ -265,7 +268,8 @@ function parseHeader(value: unknown): TransferHeader {
       type: e.type!,
       size: e.size!,
       ...(isSize(e.mode) ? { mode: e.mode } : {}),
-      ...(isSize(e.mtimeMs) ? { mtimeMs: e.mtimeMs } : {}),
+      // A time no file can carry is dropped, as an invalid mode is: the file keeps the time it is received.
+      ...(isSize(e.mtimeMs) && e.mtimeMs <= MAX_DATE_MS ? { mtimeMs: e.mtimeMs } : {}),
     };
   });
   const total = entries.reduce((sum, e) => sum + e.size, 0);

@@ -39,6 +39,12 @@ export interface AcceptOptions {
    * when all have answered, which may take as long as its answer timeout (10 minutes).
    */
   readonly firstChunkTimeoutMs?: number;
+  /**
+   * Whether the Inbox's journal records this transfer (default true). False for a transfer into a
+   * staging folder the caller copies on from (a virtual file system): a restart would continue it
+   * into that folder, and nothing would copy it on.
+   */
+  readonly journal?: boolean;
 }
 
 export interface ReceivedFile {
@@ -351,7 +357,7 @@ export class Inbox extends EventEmitter<InboxEvents> {
     const { transferId, signature } = offer;
     const { chunkCount, cipherBytes } = opened.layout;
     const receipt = signReceipt(this.client.identity, { transferId, senderPeerId: offer.sender.peerId, chunkCount, cipherBytes });
-    const journal = this.options.journal ? { journal: this.options.journal, offer, restored } : undefined;
+    const journal = this.options.journal && options.journal !== false ? { journal: this.options.journal, offer, restored } : undefined;
     return receive(this.client, transferId, opened, options, receipt, { signature, suspended: this.suspended, sender: offer.sender.peerId }, firstAttempt, journal).then((result) => {
       this.rememberCompleted(transferId, signature, chunkCount, receipt);
       return result;
@@ -436,6 +442,8 @@ interface PlannedFile {
   readonly mtimeMs: number | undefined;
   finalPath: string;
   readonly tempPath: string;
+  /** Whether this transfer created the temporary file (only then does an abort remove it). */
+  created?: boolean;
 }
 
 interface Suspension {
@@ -749,6 +757,7 @@ class PayloadOutput {
     this.written = 0;
     // 'wx': create exclusively, never through an existing file or link of the same name.
     this.handle = await fs.open(this.files[this.current]!.tempPath, 'wx', 0o600);
+    this.files[this.current]!.created = true;
   }
 
   private async closeCurrent(): Promise<void> {
@@ -766,21 +775,50 @@ class PayloadOutput {
     await this.closeCurrent();
     if (this.current !== this.files.length - 1) throw new SftError('INTEGRITY', 'The payload ended before every file arrived.');
     const saved: ReceivedFile[] = [];
+    /** Files moved into place under a name nobody had: a rollback removes them. */
+    const added: string[] = [];
     try {
       for (const file of this.files) {
-        // Only the executable bit travels; the receiver's umask decides the rest.
-        await fs.chmod(file.tempPath, (file.mode !== undefined && file.mode & 0o111 ? 0o777 : 0o666) & ~process.umask());
-        if (file.mtimeMs !== undefined) await fs.utimes(file.tempPath, new Date(), new Date(file.mtimeMs));
+        await this.finish(file);
+        const replacing = this.policy === 'overwrite' && (await exists(file.finalPath));
         file.finalPath = await this.moveIntoPlace(file);
+        if (!replacing) added.push(file.finalPath);
         saved.push({ receivedPath: file.receivedPath, savedAs: file.finalPath, size: file.size });
       }
     } catch (error) {
-      // All or nothing: take back the files already moved (they are new files, never ones that
-      // existed before, unless the user chose 'overwrite', where there is nothing to restore).
-      if (this.policy !== 'overwrite') await Promise.all(saved.map((f) => fs.rm(f.savedAs, { force: true }).catch(() => undefined)));
+      // All or nothing: take back the files already moved. Under 'overwrite', one that replaced a
+      // file stays (the one it replaced is gone), but those that took a free name are removed.
+      await Promise.all(added.map((f) => fs.rm(f, { force: true }).catch(() => undefined)));
       throw error;
     }
     return saved;
+  }
+
+  /**
+   * Gives a complete temporary file its mode and time, through a handle opened without following
+   * links and without blocking: if the file was swapped meanwhile (by someone who can write to the
+   * folder) for a link, a pipe or another file, this fails and nothing elsewhere is touched, where
+   * a change by path would follow the link.
+   */
+  private async finish(file: PlannedFile): Promise<void> {
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file.tempPath, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'EMLINK') throw new SftError('UNSAFE_NAME', `The partial copy of ${file.receivedPath} was replaced by a link.`, error);
+      throw error;
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile() || stat.size !== file.size) throw new SftError('INTEGRITY', `The partial copy of ${file.receivedPath} was changed.`);
+      // Only the executable bit travels; the receiver's umask decides the rest.
+      await handle.chmod((file.mode !== undefined && file.mode & 0o111 ? 0o777 : 0o666) & ~process.umask());
+      // The time is a courtesy: a file system that refuses it does not fail the transfer.
+      if (file.mtimeMs !== undefined) await handle.utimes(new Date(), new Date(file.mtimeMs)).catch(() => undefined);
+    } finally {
+      await handle.close();
+    }
   }
 
   /**
@@ -795,8 +833,6 @@ class PayloadOutput {
     for (;;) {
       try {
         await fs.link(file.tempPath, file.finalPath);
-        await fs.unlink(file.tempPath);
-        return file.finalPath;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code === 'EEXIST') {
@@ -808,6 +844,10 @@ class PayloadOutput {
         await fs.rename(file.tempPath, file.finalPath);
         return file.finalPath;
       }
+      // In place. Only the temporary name is left to drop: should that fail (a virus scanner
+      // holding the file on Windows), the received file stands and the extra name is left.
+      await fs.unlink(file.tempPath).catch(() => undefined);
+      return file.finalPath;
     }
   }
 
@@ -848,6 +888,7 @@ class PayloadOutput {
     });
     if (current === -1) current = this.files.length; // Every byte is written (an empty payload).
     for (const [i, file] of this.files.entries()) {
+      if (i <= current) file.created = true; // The journal's: this transfer made them.
       if (i < current) {
         const stat = await fs.lstat(file.tempPath).catch(() => undefined);
         if (!stat && file.size === 0) await (await fs.open(file.tempPath, 'wx', 0o600)).close();
@@ -878,7 +919,8 @@ class PayloadOutput {
     this.aborted = true;
     await this.handle?.close().catch(() => undefined);
     this.handle = undefined;
-    await Promise.all(this.files.map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));
+    // Only the temporary files this transfer made: a name it planned may belong to another file.
+    await Promise.all(this.files.filter((f) => f.created).map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));
     for (const dir of [...this.createdDirs].reverse()) await fs.rmdir(dir).catch(() => undefined);
   }
 }
