@@ -212,3 +212,30 @@ test('a sender to two recipients is killed mid-transfer and the same sft send is
   assert.deepEqual(await t.journals('bob'), []);
   assert.deepEqual(await t.journals('carol'), []);
 });
+
+test("a receiver's journal edited to point outside the chosen folder: the restarted receiver refuses it and touches nothing there", async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(EARLY);
+  bob.child.kill('SIGKILL');
+  await bob.exited;
+  const [name] = await t.journals('bob');
+  const file = path.join(t.out, '..', 'id-bob', 'transfers', name!);
+  const record = JSON.parse(await fs.readFile(file, 'utf8')) as { transferId: string; files: Array<{ finalPath: string; tempPath: string }> };
+  // Someone with the user's rights moves the plan elsewhere, onto a file that exists there.
+  const elsewhere = path.join(t.out, '..', 'elsewhere');
+  await fs.mkdir(elsewhere);
+  const victim = path.join(elsewhere, path.basename(record.files[0]!.tempPath));
+  await fs.writeFile(victim, 'precious');
+  record.files[0] = { ...record.files[0]!, finalPath: path.join(elsewhere, 'big.bin'), tempPath: victim };
+  await fs.writeFile(file, JSON.stringify(record));
+
+  const bob2 = await t.receive();
+  assert.notEqual(await bob2.exited, EXIT_CODES.ok, log(bob2));
+  assert.match(bob2.stderr.join('\n'), /INTEGRITY/);
+  assert.notEqual(await alice.exited, EXIT_CODES.ok, log(alice));
+  assert.equal(await fs.readFile(victim, 'utf8'), 'precious', 'the file named by the edited journal is untouched');
+  assert.deepEqual(await listTree(elsewhere), [path.basename(victim)]);
+  assert.deepEqual(await t.journals('bob'), [], 'the refused journal is removed');
+});

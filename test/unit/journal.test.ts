@@ -13,7 +13,8 @@ import { Identity } from '../../extension/core/crypto/identity';
 import { generateKeyPair, randomBytes } from '../../extension/core/crypto/primitives';
 import { newTransferId, openSelfStanza, sealOffer } from '../../extension/core/crypto/envelope';
 import { offerToWire } from '../../extension/core/protocol';
-import { TransferJournal, type IncomingRecord, type OutgoingRecord } from '../../extension/core/transfer/journal';
+import { TransferJournal, isPlacedInside, type IncomingRecord, type OutgoingRecord } from '../../extension/core/transfer/journal';
+import { temporaryNameFor } from '../../extension/core/names';
 
 const alice = Identity.generate();
 const bob = Identity.generate();
@@ -97,10 +98,10 @@ test('damaged journals are dropped; discarding a receiving journal removes only 
   const journal = new TransferJournal(folder);
   const out = path.join(dir, 'out');
   await fs.mkdir(path.join(out, 'sub'), { recursive: true });
-  const temp = path.join(out, 'sub', '.a.bin.x.sft-partial');
+  const { offer, transferId } = sealed(false);
+  const temp = path.join(out, 'sub', temporaryNameFor('a.bin', transferId));
   await fs.writeFile(temp, 'partial');
   await fs.writeFile(path.join(out, 'keep.txt'), 'keep');
-  const { offer, transferId } = sealed(false);
   const record: IncomingRecord = {
     v: 1,
     kind: 'receive',
@@ -126,6 +127,18 @@ test('damaged journals are dropped; discarding a receiving journal removes only 
   assert.deepEqual(await fs.readdir(out), ['keep.txt'], 'the partial file and the folder it created are gone, nothing else');
   assert.deepEqual(await fs.readdir(folder), []);
   assert.throws(() => journal.save({ ...record, transferId: '../../etc/passwd' }), { name: 'ZodError' }, 'ids never escape the folder');
+  // A journal whose plan lies outside the folder it names (edited) is removed, and nothing it names.
+  const elsewhere = path.join(dir, 'elsewhere');
+  await fs.mkdir(elsewhere);
+  const outside = path.join(elsewhere, temporaryNameFor('a.bin', transferId));
+  await fs.writeFile(outside, 'not ours');
+  const edited: IncomingRecord = { ...record, files: [{ ...record.files[0]!, finalPath: path.join(elsewhere, 'a.bin'), tempPath: outside }], createdDirs: [] };
+  assert.equal(await isPlacedInside(edited), false);
+  assert.equal(await isPlacedInside({ ...edited, createdDirs: [elsewhere], files: record.files }), false, 'a created folder outside counts too');
+  await journal.save(edited);
+  await journal.discard(edited);
+  assert.equal(await fs.readFile(outside, 'utf8'), 'not ours');
+  assert.deepEqual(await fs.readdir(folder), []);
 });
 
 test('a journal still held by a live process is recognised as such', async () => {

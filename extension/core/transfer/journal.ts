@@ -22,7 +22,7 @@ import { z } from 'zod';
 import { writePrivateJson } from '../private-file';
 import { MAX_RECIPIENTS, OfferSchema, PeerInfoSchema } from '../protocol';
 import { ErrorCodes } from '../errors';
-import { TEMP_SUFFIX } from '../names';
+import { TEMP_SUFFIX, temporaryNameFor } from '../names';
 
 const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -173,9 +173,12 @@ export class TransferJournal {
     return (await this.list()).records.filter((r): r is OutgoingRecord => r.kind === 'send');
   }
 
-  /** Removes a journal and, for a receiver, the partial files and folders its transfer created. */
+  /**
+   * Removes a journal and, for a receiver, the partial files and folders its transfer created
+   * (only where a transfer could have put them: see isPlacedInside).
+   */
   async discard(record: JournalRecord): Promise<void> {
-    if (record.kind === 'receive') {
+    if (record.kind === 'receive' && (await isPlacedInside(record))) {
       await Promise.all(record.files.map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));
       for (const dir of [...record.createdDirs].reverse()) await fs.rmdir(dir).catch(() => undefined);
     }
@@ -201,4 +204,36 @@ export class TransferJournal {
   static isExpired(record: JournalRecord, graceMs: number, now = Date.now()): boolean {
     return now - record.updatedAt > graceMs;
   }
+}
+
+/**
+ * Whether a receiving journal's paths are ones its transfer could have made: each final name inside
+ * the folder the user chose (or, for a single file saved with Save As, beside that file), each
+ * temporary name the one the transfer gives that final name, each created folder inside the chosen
+ * folder. A journal is the user's own private file, but one that fails this is never trusted to
+ * write, truncate or remove anything.
+ */
+export async function isPlacedInside(record: IncomingRecord): Promise<boolean> {
+  let root: string;
+  try {
+    root = await fs.realpath(record.accept.directory);
+  } catch {
+    return false;
+  }
+  const inside = (p: string) => {
+    const rel = path.relative(root, p);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  };
+  const saveAsDir = record.accept.saveAs !== undefined ? path.dirname(record.accept.saveAs) : undefined;
+  return (
+    record.files.every((f) => {
+      const beside = saveAsDir !== undefined && record.files.length === 1 && path.dirname(f.finalPath) === saveAsDir;
+      if (!(inside(f.finalPath) || beside)) return false;
+      try {
+        return f.tempPath === path.join(path.dirname(f.finalPath), temporaryNameFor(path.basename(f.finalPath), record.transferId));
+      } catch {
+        return false; // A final name that is not a plain file name.
+      }
+    }) && record.createdDirs.every(inside)
+  );
 }

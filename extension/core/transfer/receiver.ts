@@ -16,7 +16,7 @@ import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
 import type { TrustVerdict } from '../trust';
-import { TransferJournal, type IncomingRecord } from './journal';
+import { TransferJournal, isPlacedInside, type IncomingRecord } from './journal';
 
 /** What to do when a file of the same name already exists. */
 export type ConflictPolicy = 'rename' | 'overwrite' | 'fail';
@@ -508,7 +508,7 @@ async function receive(
   };
   const forget = () => (journaled ? journaled.journal.remove('receive', transferId).catch(() => undefined) : Promise.resolve());
   try {
-    if (journaled?.restored) await output.restore(journaled.restored, Math.min(resumeFrom * layout.chunkSize, header.plainBytes));
+    if (journaled?.restored) await output.restore(journaled.restored, Math.min(resumeFrom * layout.chunkSize, header.plainBytes), header.entries);
     else await output.prepare(header.entries, options);
     await checkpoint(resumeFrom);
   } catch (error) {
@@ -877,7 +877,8 @@ class PayloadOutput {
    * complete, the one holding it is cut back to it (data written after the last checkpoint was
    * never recorded as verified), and files after it, begun after that checkpoint, are removed.
    */
-  async restore(record: IncomingRecord, offset: number): Promise<void> {
+  async restore(record: IncomingRecord, offset: number, entries: readonly HeaderEntry[]): Promise<void> {
+    await checkJournaledPlan(record, entries);
     this.files = record.files.map((f) => ({ receivedPath: f.receivedPath, size: f.size, mode: f.mode, mtimeMs: f.mtimeMs, finalPath: f.finalPath, tempPath: f.tempPath }));
     this.createdDirs.push(...record.createdDirs);
     let before = 0;
@@ -922,6 +923,19 @@ class PayloadOutput {
     // Only the temporary files this transfer made: a name it planned may belong to another file.
     await Promise.all(this.files.filter((f) => f.created).map((f) => fs.rm(f.tempPath, { force: true }).catch(() => undefined)));
     for (const dir of [...this.createdDirs].reverse()) await fs.rmdir(dir).catch(() => undefined);
+  }
+}
+
+/**
+ * A journal is checked against what it claims to continue before it is trusted to write or
+ * truncate anything: its files are the signed header's, in its order and sizes, and its paths stay
+ * where the transfer put them (`isPlacedInside`).
+ */
+async function checkJournaledPlan(record: IncomingRecord, entries: readonly HeaderEntry[]): Promise<void> {
+  const files = entries.filter((e) => e.type === 'file');
+  const same = files.length === record.files.length && files.every((e, i) => e.path === record.files[i]!.receivedPath && e.size === record.files[i]!.size);
+  if (!same || !(await isPlacedInside(record))) {
+    throw new SftError('INTEGRITY', 'The journal of this transfer does not match its offer, or names a place outside the folder you chose.');
   }
 }
 
