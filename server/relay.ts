@@ -133,14 +133,28 @@ type LegMessage =
   | { kind: 'done'; peerId: string; message: z.infer<typeof DoneSchema> }
   | { kind: 'cancel'; peerId: string; message: z.infer<typeof CancelSchema> };
 /** The transfer's node answers for it; every other node answers null. */
-type LegReply = { ok: true; from: string } | { ok: false; error: ErrorMessage } | null;
-type RemoteLeg = { peerId: string; socketId: string; from: string; acked: number; live: boolean };
+type LegReply = { ok: true; from: string; chunkCount: number } | { ok: false; error: ErrorMessage } | null;
+/** `from` is empty and `chunkCount` infinite until the transfer's node has answered. */
+type RemoteLeg = { transferId: string; peerId: string; socketId: string; from: string; chunkCount: number; acked: number; live: boolean };
+/** Remote legs are per recipient: several recipients of one transfer may be connected to one node. */
+const legKey = (transferId: string, peerId: string) => `${transferId} ${peerId}`;
 /**
  * A transfer that ended recently. `resumable`: the legs cut off by a dropped connection (their
  * recipient's, the sender's, or a relay node's), each with when; only they may be offered again.
  * `done`: the legs delivered, with their receipts (also those of earlier attempts).
  */
-type EndedEntry = { from: string; at: number; resumable: Array<{ to: string; at: number; expired?: true }>; done: Array<{ to: string; receipt: string }>; chunkCount: number };
+type EndedEntry = {
+  from: string;
+  at: number;
+  resumable: Array<{ to: string; at: number; expired?: true }>;
+  done: Array<{ to: string; receipt: string }>;
+  chunkCount: number;
+  /** The sizes it was offered with: a resume must declare the same (absent from older nodes). */
+  cipherBytes?: number;
+  chunkSize?: number;
+  /** Resumed on another node since: that node's entry is the transfer's now. */
+  moved?: true;
+};
 
 /**
  * Messages between the nodes of a cluster (Socket.IO server-side events, through Redis). The
@@ -153,6 +167,8 @@ interface ClusterEvents {
   'sft:ack': (ack: { transferId: string; index: number; peerId: string }) => void;
   /** A recipient's node stopped its leg (it does not read what it acknowledges). */
   'sft:fail': (failure: { transferId: string; peerId: string; code: ErrorCode; message: string }) => void;
+  /** This transfer was resumed on the sending node: an entry for it elsewhere is out of date. */
+  'sft:resumed': (transferId: string) => void;
   /** This identity's older connections are gone: end their transfers, as after a disconnect. */
   'sft:gone': (peerId: string, reply?: (ok: true) => void) => void;
   /** Replace (disconnect with REPLACED) these connections of yours: their identity joined again. */
@@ -527,7 +543,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
           throw new SftError('BAD_MESSAGE', 'resumeTo must name distinct recipients of the offer, on a resume.');
         }
         const named = offer.resumeTo ?? stanzaRecipients;
-        const previous = ended.get(offer.transferId) ?? (cluster ? await lookUp(offer.transferId) : undefined);
+        const local = ended.get(offer.transferId);
+        const previous = (local?.moved ? undefined : local) ?? (cluster ? await lookUp(offer.transferId) : undefined);
         if (previous && (!offer.resume || previous.from !== me.peerId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
         // Legs delivered already are never offered again: the sender may just have missed the news.
         const delivered = previous ? previous.done.filter((d) => named.includes(d.to)) : [];
@@ -540,6 +557,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
             throw new SftError('EXPIRED', `The transfer was interrupted more than ${Math.round(resumeGraceMs / 1000)} s ago and can no longer be resumed.`);
           }
         }
+        // A resume continues the transfer it names: the sizes it was offered (and charged) with.
+        if (previous && [previous.cipherBytes, previous.chunkSize].some((v, i) => v !== undefined && v !== [offer.cipherBytes, offer.chunkSize][i])) {
+          throw new SftError('SIZE_MISMATCH', 'A resume must declare the sizes of the transfer it continues.');
+        }
+        if (previous && offer.chunkCount !== previous.chunkCount) throw new SftError('SIZE_MISMATCH', 'A resume must declare the sizes of the transfer it continues.');
         const replayDelivered = () => {
           for (const { to: id, receipt } of delivered) {
             socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous!.chunkCount, from: id });
@@ -578,6 +600,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
         // yields): check once more what offers handled meanwhile may have changed.
         if (transfers.has(offer.transferId)) throw new SftError('DUPLICATE_TRANSFER', 'That transfer id is already in use.');
         checkTransferLimits(me.peerId);
+        // Gone during an await above: its disconnect found nothing to end, so nothing may start now.
+        if (!socket.connected) throw new SftError('PEER_GONE', 'The sender disconnected.');
+        if (previous && cluster) io.serverSideEmit('sft:resumed', offer.transferId);
         transfers.set(offer.transferId, {
           id: offer.transferId,
           from: me.peerId,
@@ -609,10 +634,21 @@ export function createRelay(options: RelayOptions = {}): Relay {
       guard('answer', true, (raw: unknown, reply?: Reply) => {
         const answer = parse(AnswerSchema, raw, 'answer');
         if (!cluster || transfers.has(answer.transferId)) return void answerLeg(me(), answer);
-        return forwardLeg({ kind: 'answer', peerId: me(), message: answer }).then((from) => {
-          if (answer.accept) rememberLeg(answer.transferId, { peerId: me(), socketId: socket.id, from, acked: answer.resumeFrom ?? 0, live: true });
-          reply?.({ ok: true });
-        });
+        // Recorded before the answer goes: the sender may start streaming, and this recipient
+        // acknowledging, before every node has replied to the forwarded answer.
+        const key = legKey(answer.transferId, me());
+        const leg: RemoteLeg = { transferId: answer.transferId, peerId: me(), socketId: socket.id, from: '', chunkCount: Number.POSITIVE_INFINITY, acked: answer.resumeFrom ?? 0, live: answer.accept };
+        if (answer.accept) rememberLeg(key, leg);
+        return forwardLeg({ kind: 'answer', peerId: me(), message: answer }).then(
+          ({ from, chunkCount }) => {
+            Object.assign(leg, { from, chunkCount });
+            reply?.({ ok: true });
+          },
+          (error: unknown) => {
+            if (remoteLegs.get(key) === leg) remoteLegs.delete(key);
+            throw error;
+          },
+        );
       }),
     );
 
@@ -671,13 +707,14 @@ export function createRelay(options: RelayOptions = {}): Relay {
           if (!transfers.has(ack.transferId) && ended.has(ack.transferId)) return;
           return ackLeg(me(), ack);
         }
-        const leg = remoteLegs.get(ack.transferId);
-        if (!leg || leg.peerId !== me()) {
+        const leg = remoteLegs.get(legKey(ack.transferId, me()));
+        if (!leg) {
           if (ended.has(ack.transferId)) return;
           throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
         }
         if (!leg.live) return; // Was in flight when the leg ended.
-        if (ack.index + 1 <= leg.acked) throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
+        // Bounded here, not only on the transfer's node: each one goes to every node.
+        if (ack.index + 1 <= leg.acked || ack.index >= leg.chunkCount) throw new SftError('BAD_MESSAGE', 'That acknowledgement does not match what was sent.');
         leg.acked = ack.index + 1;
         // The chunks of this leg are buffered here, not on the sender's node, so the check for a
         // recipient that acknowledges what it does not read is made here, at each acknowledgement.
@@ -698,7 +735,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const ref = parse(DoneSchema, raw, 'done');
         if (!cluster || transfers.has(ref.transferId)) return doneLeg(me(), ref);
         return forwardLeg({ kind: 'done', peerId: me(), message: ref }).then(() => {
-          endLeg(ref.transferId);
+          endLeg(ref.transferId, me());
           reply?.({ ok: true });
         });
       }),
@@ -708,10 +745,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
       'cancel',
       guard('cancel', true, (raw: unknown, reply?: Reply) => {
         const cancel = parse(CancelSchema, raw, 'cancel');
-        // Held here, running or waiting to be resumed: this node ends it. Otherwise its node does.
-        if (!cluster || transfers.has(cancel.transferId) || waitsHere(cancel.transferId, me())) return cancelLeg(me(), cancel);
+        // Held here, running or waiting to be resumed: this node ends it. Otherwise its node does
+        // (also when this recipient's leg runs on another node, resumed there).
+        const runsElsewhere = remoteLegs.get(legKey(cancel.transferId, me()))?.live === true;
+        if (!cluster || transfers.has(cancel.transferId) || (!runsElsewhere && waitsHere(cancel.transferId, me()))) return cancelLeg(me(), cancel);
         return forwardLeg({ kind: 'cancel', peerId: me(), message: cancel }).then(() => {
-          endLeg(cancel.transferId);
+          endLeg(cancel.transferId, me());
           reply?.({ ok: true });
         });
       }),
@@ -836,7 +875,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
   /** Whether a transfer interrupted here has a leg of this peer's (any, for its sender) waiting to be resumed. */
   function waitsHere(transferId: string, peerId: string): boolean {
     const entry = ended.get(transferId);
-    return !!entry?.resumable.some((r) => !r.expired && (entry.from === peerId || r.to === peerId));
+    return !!entry && !entry.moved && entry.resumable.some((r) => !r.expired && (entry.from === peerId || r.to === peerId));
   }
 
   /**
@@ -847,7 +886,17 @@ export function createRelay(options: RelayOptions = {}): Relay {
    */
   async function expireWaiting(): Promise<void> {
     const now = Date.now();
+    // Cancels kept for ends that never came back within the grace period are of no use any more.
+    for (const [peerId, mine] of pendingCancels) {
+      for (const [transferId, { at }] of mine) {
+        if (now - at <= resumeGraceMs) continue;
+        mine.delete(transferId);
+        pendingCount -= 1;
+      }
+      if (mine.size === 0) pendingCancels.delete(peerId);
+    }
     for (const [transferId, entry] of [...ended]) {
+      if (entry.moved) continue;
       const due = entry.resumable.filter((leg) => !leg.expired && now - leg.at > resumeGraceMs);
       if (due.length === 0) continue;
       for (const leg of due) leg.expired = true;
@@ -911,12 +960,12 @@ export function createRelay(options: RelayOptions = {}): Relay {
         abort(transfer, peerId, new SftError('PEER_GONE', 'A participant disconnected.'));
       }
     }
-    for (const [transferId, leg] of remoteLegs) {
+    for (const leg of remoteLegs.values()) {
       if (!leg.live) continue;
       if (leg.peerId === peerId && (socketId === undefined || leg.socketId === socketId)) leg.live = false;
       else if (leg.from === peerId) {
         leg.live = false;
-        io.local.to(roomOf(leg.peerId)).emit('cancel', { transferId, code: 'PEER_GONE', message: 'A participant disconnected.', from: peerId });
+        io.local.to(roomOf(leg.peerId)).emit('cancel', { transferId: leg.transferId, code: 'PEER_GONE', message: 'A participant disconnected.', from: peerId });
       }
     }
   }
@@ -986,7 +1035,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
     // cut off from (for a recipient that dropped while others went on, later than the cut).
     const now = Date.now();
     const resumable = [...transfer.interrupted].map(([to, at]) => ({ to, at: Math.max(at, now) }));
-    ended.set(transfer.id, { from: transfer.from, at: now, resumable, done: [...transfer.earlierDone, ...done], chunkCount: transfer.layout.chunkCount });
+    const { chunkCount, cipherBytes, chunkSize } = transfer.layout;
+    ended.set(transfer.id, { from: transfer.from, at: now, resumable, done: [...transfer.earlierDone, ...done], chunkCount, cipherBytes, chunkSize });
     if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
   }
 
@@ -1027,23 +1077,32 @@ export function createRelay(options: RelayOptions = {}): Relay {
     });
   }
 
-  /** Hands a recipient's message to the node holding the transfer; resolves with its sender. */
-  async function forwardLeg(leg: LegMessage): Promise<string> {
+  /** Hands a recipient's message to the node holding the transfer; resolves with its sender and size. */
+  async function forwardLeg(leg: LegMessage): Promise<{ from: string; chunkCount: number }> {
     const result = (await clusterRequest('sft:leg', leg)).find((answer) => answer !== null);
     if (!result) throw new SftError('UNKNOWN_TRANSFER', 'No such transfer.');
     if (!result.ok) throw new SftError(result.error.code, result.error.message);
-    return result.from;
+    return { from: result.from, chunkCount: result.chunkCount };
   }
 
-  function endLeg(transferId: string): void {
-    const leg = remoteLegs.get(transferId);
+  function endLeg(transferId: string, peerId: string): void {
+    const leg = remoteLegs.get(legKey(transferId, peerId));
     if (leg) leg.live = false;
   }
 
-  function rememberLeg(transferId: string, leg: RemoteLeg): void {
-    remoteLegs.delete(transferId);
-    remoteLegs.set(transferId, leg);
-    if (remoteLegs.size > RECENTLY_ENDED) remoteLegs.delete(remoteLegs.keys().next().value!);
+  function rememberLeg(key: string, leg: RemoteLeg): void {
+    remoteLegs.delete(key);
+    remoteLegs.set(key, leg);
+    if (remoteLegs.size <= RECENTLY_ENDED) return;
+    // Past the bound, the oldest leg that has ended goes (a live one only if none has).
+    let oldest: string | undefined;
+    for (const [k, l] of remoteLegs) {
+      if (!l.live) {
+        oldest = k;
+        break;
+      }
+    }
+    remoteLegs.delete(oldest ?? remoteLegs.keys().next().value!);
   }
 
   function legsOf(peerId: string): number {
@@ -1061,14 +1120,20 @@ export function createRelay(options: RelayOptions = {}): Relay {
 
   io.sockets.on('sft:lookup', (transferId, reply) => {
     const entry = ended.get(transferId);
-    reply({ live: transfers.has(transferId), ...(entry ? { ended: entry } : {}) });
+    reply({ live: transfers.has(transferId), ...(entry && !entry.moved ? { ended: entry } : {}) });
+  });
+  io.sockets.on('sft:resumed', (transferId) => {
+    // Kept (marked), so that acknowledgements still in flight for it are dropped quietly.
+    const entry = ended.get(transferId);
+    if (entry && !transfers.has(transferId)) entry.moved = true;
   });
   io.sockets.on('sft:leg', (leg, reply) => {
     const transfer = transfers.get(leg.message.transferId);
     // A recipient on another node calling off a transfer that waits here to be resumed.
     if (!transfer && leg.kind === 'cancel' && waitsHere(leg.message.transferId, leg.peerId)) {
+      const entry = ended.get(leg.message.transferId)!;
       cancelInterrupted(leg.peerId, leg.message);
-      return reply({ ok: true, from: ended.get(leg.message.transferId)!.from });
+      return reply({ ok: true, from: entry.from, chunkCount: entry.chunkCount });
     }
     // A recipient's own leg, live or (for a cancel) waiting for a later round of this transfer.
     if (!transfer || !(transfer.recipients.has(leg.peerId) || (leg.kind === 'cancel' && transfer.interrupted.has(leg.peerId)))) return reply(null);
@@ -1076,7 +1141,7 @@ export function createRelay(options: RelayOptions = {}): Relay {
       if (leg.kind === 'answer') answerLeg(leg.peerId, leg.message);
       else if (leg.kind === 'done') doneLeg(leg.peerId, leg.message);
       else cancelLeg(leg.peerId, leg.message);
-      reply({ ok: true, from: transfer.from });
+      reply({ ok: true, from: transfer.from, chunkCount: transfer.layout.chunkCount });
     } catch (error) {
       const e = toSftError(error);
       reply({ ok: false, error: errorMessage(e.code, e.code === 'INTERNAL' ? 'The relay could not handle that message.' : e.message) });

@@ -228,6 +228,95 @@ test("a sender that lands on another node while the first lives: the first node'
   assert.equal(await sha256File(path.join(out, 'moved-long.bin')), sum);
 });
 
+test('two recipients on the same node, the sender on the other: both legs arrive (each recipient has its own leg there)', async () => {
+  const { h, b } = await cluster();
+  const alice = await h.peer('alice');
+  const bob = await h.peer('bob', { url: b });
+  const carol = await h.peer('carol', { url: b });
+  await h.until(() => alice.client.peers.has(bob.identity.peerId) && alice.client.peers.has(carol.identity.peerId));
+  const src = await h.tempDir();
+  const file = path.join(src, 'both.bin');
+  const sum = await writeRandomFile(file, 12 * DEFAULT_CHUNK_SIZE + 5, 'both');
+  const outs = [await h.tempDir(), await h.tempDir()];
+  const received = [bob, carol].map((p, i) => p.nextOffer().then((o) => o.accept({ directory: outs[i]! })));
+  const sent = await sendFiles(alice.client, { paths: [file], to: [alice.client.findPeer('bob'), alice.client.findPeer('carol')] });
+  assert.deepEqual(sent.recipients.map((r) => r.outcome), ['done', 'done'], JSON.stringify(sent.recipients));
+  await Promise.all(received);
+  for (const out of outs) assert.equal(await sha256File(path.join(out, 'both.bin')), sum);
+});
+
+test('a recipient on another node that acknowledges chunks past the end of the transfer is disconnected there, not relayed', async () => {
+  const { a, b } = await cluster();
+  const [alice, bob] = [Identity.generate(), Identity.generate()];
+  const s = await rawConnect(a);
+  const r = await rawConnect(b);
+  cleanups.push(async () => {
+    s.close();
+    r.close();
+  });
+  assert.equal((await rawJoin(s, alice, 'alice')).ok, true);
+  assert.equal((await rawJoin(r, bob, 'bob')).ok, true);
+  const transferId = newTransferId();
+  const chunkSize = 64;
+  const { offer } = sealOffer({
+    sender: alice,
+    recipients: [bob.publicIdentity],
+    transferId,
+    createdAt: Date.now(),
+    header: { v: 1, entries: [{ path: 'one.bin', type: 'file', size: chunkSize }], chunkSize, plainBytes: chunkSize },
+  });
+  const offered = new Promise<void>((resolve) => r.socket.once('offer', () => resolve()));
+  let reply: Result | undefined;
+  for (let i = 0; i < 50 && !reply?.ok; i++) {
+    reply = (await s.socket.timeout(5000).emitWithAck('offer', offerToWire(offer))) as Result;
+    if (!reply.ok) await new Promise((r2) => setTimeout(r2, 50)); // Until node a lists bob.
+  }
+  assert.equal(reply?.ok, true, JSON.stringify(reply));
+  await offered;
+  assert.equal(((await r.socket.timeout(5000).emitWithAck('answer', { transferId, accept: true })) as Result).ok, true);
+  // A one-chunk transfer: every acknowledgement from index 1 on is one no sender can cause.
+  for (let index = 1; index <= 60 && r.socket.connected; index++) r.socket.emit('ack', { transferId, index });
+  await waitFor(() => !r.socket.connected, 5000);
+});
+
+test("a recipient cancels a transfer that its sender resumed on another node: the cancel reaches that node, not the stale entry here", async () => {
+  const { h, a, b, nodes } = await cluster({ resumeGraceMs: 30_000 });
+  const lb = await startBalancer([a, b]);
+  cleanups.push(() => lb.close());
+  const alice = await h.peer('alice', { url: lb.url, reconnect: true });
+  const bob = await h.peer('bob', { reconnect: true }); // On node a, which keeps the interrupted transfer listed.
+  await h.until(() => alice.client.peers.has(bob.identity.peerId));
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await writeRandomFile(path.join(src, 'called-off.bin'), 40 * DEFAULT_CHUNK_SIZE, 'called-off');
+  const stop = new AbortController();
+  let resumed = false;
+  const answer = bob.client.answer.bind(bob.client);
+  bob.client.answer = (id, accept, from) => {
+    if (from !== undefined) resumed = true;
+    return answer(id, accept, from);
+  };
+  let acks = 0;
+  let acksAfterResume = 0;
+  const ack = bob.client.ack.bind(bob.client);
+  bob.client.ack = (id, index) => {
+    // Slow, so that the transfer is still running, on node b, when bob calls it off.
+    void new Promise((r) => setTimeout(r, 50)).then(() => ack(id, index));
+    if (++acks === 3) lb.moveTo(1);
+    if (resumed && ++acksAfterResume === 4) stop.abort();
+  };
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out, signal: stop.signal }));
+  received.catch(() => undefined);
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'called-off.bin')], to: [alice.client.findPeer('bob')] });
+  assert.ok(resumed, 'the transfer was resumed on node b');
+  const leg = sent.recipients[0]!;
+  assert.equal(leg.outcome === 'failed' && leg.code, 'CANCELLED', JSON.stringify(leg));
+  await assert.rejects(received, { code: 'CANCELLED' });
+  assert.deepEqual(await listTree(out), []);
+  // Node b, running the resumed transfer, heard it too: nothing is left running anywhere.
+  await waitFor(() => nodes.every((n) => n.stats().transfers === 0), 3000);
+});
+
 test('the hourly byte budget is kept in Redis: a client that moves to the other node keeps what it used', async () => {
   const { h, b } = await cluster({ maxBytesPerClientPerHour: 3000 });
   const identity = Identity.generate();

@@ -386,14 +386,19 @@ async function roundWithOneLegWaiting() {
     assert.equal(((await b.socket.timeout(5000).emitWithAck('done', { transferId, receipt: receipt.toString('base64url') })) as Result).ok, true);
     await waitFor(() => h.relay!.stats().transfers === 0);
   };
-  return { h, s, b, alice, carol, transferId, join, accept, offerAgain, finishBob, cancels };
+  return { h, s, b, alice, carol, transferId, wire, join, accept, offerAgain, finishBob, cancels };
 }
 
 test('relay: a resume naming one waiting leg keeps the other resumable for a later round', async () => {
-  const { carol, join, accept, offerAgain, finishBob } = await roundWithOneLegWaiting();
+  const { s, carol, wire, join, accept, offerAgain, finishBob } = await roundWithOneLegWaiting();
   await finishBob();
   // Round 2: Carol is back; her leg is still one the relay knows as interrupted.
   const c = await join(carol, 'carol');
+  // A resume is not charged against the byte budget again, so it must declare the sizes of the
+  // transfer it continues: a thousand times as many chunks is refused.
+  const inflated = { ...wire, resume: 2, resumeTo: [carol.peerId], chunkCount: 4000, cipherBytes: 4000 * (64 + 16) };
+  const refused = (await s.socket.timeout(5000).emitWithAck('offer', inflated)) as Result;
+  assert.equal(refused.ok ? 'accepted' : refused.error.code, 'SIZE_MISMATCH');
   const carolOffered = accept(c, 1);
   const reply = await offerAgain(2, [carol.peerId]);
   assert.equal(reply.ok, true, JSON.stringify(reply));
