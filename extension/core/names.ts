@@ -209,6 +209,17 @@ function isWindowsDevice(component: string): boolean {
   return WINDOWS_DEVICES.has(base);
 }
 
+/**
+ * `name (n).ext`, as browsers number a download whose name is taken, with the stem cut (never the
+ * extension, unless it alone is too long) so that the result fits a file name's 255 bytes.
+ */
+export function numberedName(name: string, n: number): string {
+  const ext = path.extname(name);
+  const stem = name.slice(0, name.length - ext.length);
+  const tail = ` (${n})${utf8Bytes(ext) <= 32 ? ext : ''}`;
+  return `${truncateUtf8(stem, MAX_NAME_BYTES - utf8Bytes(tail))}${tail}`;
+}
+
 function utf8Bytes(text: string): number {
   return Buffer.byteLength(text, 'utf8');
 }

@@ -224,6 +224,20 @@ test("an Inbox with a journal journals each accepted transfer, except one accept
   }
 });
 
+test('a numbered name is compared as a case-insensitive file system would: "a (1).txt" planned makes "A (1).txt" the next one', async () => {
+  // On macOS or Windows the two would be one file; planned apart, they would share a temporary file.
+  const src = await h.tempDir();
+  const out = await h.tempDir();
+  await fs.writeFile(path.join(src, 'a.txt'), 'first');
+  await fs.writeFile(path.join(src, 'A (1).txt'), 'second');
+  await fs.writeFile(path.join(out, 'a.txt'), 'already here');
+  const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
+  const sent = await sendFiles(alice.client, { paths: [path.join(src, 'a.txt'), path.join(src, 'A (1).txt')], to: [alice.client.findPeer('bob')] });
+  assert.equal(sent.recipients[0]!.outcome, 'done');
+  assert.deepEqual((await received).files.map((f) => path.basename(f.savedAs)), ['a (1).txt', 'A (1) (1).txt']);
+  assert.equal(await fs.readFile(path.join(out, 'a.txt'), 'utf8'), 'already here');
+});
+
 test('a transfer cancelled by the receiver midway leaves no partial file and tells the sender', async () => {
   const src = await h.tempDir();
   const out = await h.tempDir();

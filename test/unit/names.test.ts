@@ -9,6 +9,7 @@ import {
   checkReceivedPath,
   checkReceivedPaths,
   escapeForDisplay,
+  numberedName,
   resolveInside,
   temporaryNameFor,
 } from '../../extension/core/names';
@@ -336,4 +337,16 @@ test('temporaryNameFor refuses a final name that is not one safe component', () 
   assertUnsafe(() => temporaryNameFor('a/b', 'id'), 'a path');
   assertUnsafe(() => temporaryNameFor('..', 'id'), 'dot-dot');
   assertUnsafe(() => temporaryNameFor('', 'id'), 'empty');
+});
+
+test('numberedName: "name (n).ext", cut to fit a file name, never splitting a character, the extension kept', () => {
+  assert.equal(numberedName('report.pdf', 1), 'report (1).pdf');
+  assert.equal(numberedName('.bashrc', 2), '.bashrc (2)');
+  assert.equal(numberedName('archive', 12), 'archive (12)');
+  const long = `${'é'.repeat(126)}x.txt`; // 252 + 5 bytes: too long once numbered
+  const numbered = numberedName(long, 3);
+  assert.ok(Buffer.byteLength(numbered) <= 255, `${Buffer.byteLength(numbered)} bytes`);
+  assert.ok(numbered.endsWith(' (3).txt'));
+  assert.ok(!numbered.includes('\uFFFD'));
+  assert.deepEqual(checkReceivedPath(numbered), [numbered]);
 });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { SftError, toSftError, type ErrorCode } from '../errors';
 import { openOffer, signReceipt, type HeaderEntry, type OpenedOffer } from '../crypto/envelope';
 import { openChunk } from '../crypto/stream';
-import { checkReceivedPath, checkReceivedPaths, resolveInside, temporaryNameFor } from '../names';
+import { checkReceivedPath, checkReceivedPaths, collisionKey, numberedName, resolveInside, temporaryNameFor } from '../names';
 import { RESUMABLE_CODES, offerFromWire, type OfferMessage, type PeerInfo } from '../protocol';
 import { ProgressMeter, type Progress } from '../format';
 import type { RelayClient } from '../client';
@@ -714,16 +714,24 @@ class PayloadOutput {
   }
 
   private async resolveConflict(finalPath: string): Promise<string> {
-    const planned = this.files.some((f) => f.finalPath === finalPath);
+    const planned = this.isPlanned(finalPath);
     if ((!(await exists(finalPath)) && !planned) || (this.policy === 'overwrite' && !planned)) return finalPath;
     if (this.policy === 'fail') throw new SftError('FILE_EXISTS', `${path.basename(finalPath)} already exists.`);
-    const ext = path.extname(finalPath);
-    const stem = finalPath.slice(0, finalPath.length - ext.length);
     for (let n = 1; n < 10_000; n++) {
-      const candidate = `${stem} (${n})${ext}`;
-      if (!(await exists(candidate)) && !this.files.some((f) => f.finalPath === candidate)) return candidate;
+      const candidate = path.join(path.dirname(finalPath), numberedName(path.basename(finalPath), n));
+      if (!(await exists(candidate)) && !this.isPlanned(candidate)) return candidate;
     }
     throw new SftError('FILE_EXISTS', `${path.basename(finalPath)} already exists.`);
+  }
+
+  /**
+   * Whether another file of this transfer already has this name, compared as a case-insensitive
+   * file system would (macOS, Windows): two planned names differing only in case would share a file there.
+   */
+  private isPlanned(finalPath: string): boolean {
+    const dir = path.dirname(finalPath);
+    const key = collisionKey(path.basename(finalPath));
+    return this.files.some((f) => path.dirname(f.finalPath) === dir && collisionKey(path.basename(f.finalPath)) === key);
   }
 
   /** Appends plaintext, spilling across file boundaries in header order. */
