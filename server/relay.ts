@@ -211,6 +211,11 @@ const JOINED = 'joined';
 /** Refused messages after which a client is disconnected. */
 const MAX_VIOLATIONS = 50;
 const RECENTLY_ENDED = 10_000;
+/**
+ * Past RECENTLY_ENDED, ended transfers still within their grace period are kept, up to this many:
+ * a flood of short transfers must not push other people's resumable ones out (a few hundred bytes each).
+ */
+const ENDED_WITHIN_GRACE = 100_000;
 
 export interface Relay {
   /** Listens and resolves with the URL clients should use. */
@@ -514,6 +519,8 @@ export function createRelay(options: RelayOptions = {}): Relay {
         log.info({ peer: peer.peerId }, 'peer joined');
         // Cancels it missed go first: a sender back from an outage would otherwise offer the
         // transfer again the moment it is joined, before it heard that the transfer was called off.
+        // (Gone again meanwhile: they stay for its next join.)
+        if (!socket.connected) return;
         deliverPendingCancels(socket, peer.peerId);
         reply({ ok: true, peers });
       }),
@@ -1037,7 +1044,13 @@ export function createRelay(options: RelayOptions = {}): Relay {
     const resumable = [...transfer.interrupted].map(([to, at]) => ({ to, at: Math.max(at, now) }));
     const { chunkCount, cipherBytes, chunkSize } = transfer.layout;
     ended.set(transfer.id, { from: transfer.from, at: now, resumable, done: [...transfer.earlierDone, ...done], chunkCount, cipherBytes, chunkSize });
-    if (ended.size > RECENTLY_ENDED) ended.delete(ended.keys().next().value!);
+    // The oldest go first (the map is in order of ending); one still within the grace period only
+    // past the larger bound. Its grace counts from the entry's own end, which bounds its legs'.
+    while (ended.size > RECENTLY_ENDED) {
+      const [oldestId, oldest] = ended.entries().next().value!;
+      if (ended.size <= ENDED_WITHIN_GRACE && now - oldest.at <= resumeGraceMs) break;
+      ended.delete(oldestId);
+    }
   }
 
   /** Disconnects a connection whose identity joined again; no `peer.left` is sent for it. */
