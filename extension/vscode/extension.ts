@@ -20,15 +20,19 @@ import { settings } from './settings';
 import { StatusBar } from './status-bar';
 import { Transfers, TransfersView, type TransferEntry } from './transfers';
 
-/** What activate() returns: for other extensions and for the extension-host tests. */
+/**
+ * What activate() returns in the extension-host tests (ExtensionMode.Test) only. Any extension can
+ * read another's exports, and these reach the identity's keys, the team tokens and the trust book:
+ * outside tests activate() returns nothing.
+ */
 export interface SecureFileTransferApi {
   readonly session: Session;
   readonly transfers: Transfers;
   readonly relayHost: RelayHost;
   readonly peersView: vscode.TreeDataProvider<PeerInfo> & vscode.TreeDragAndDropController<PeerInfo>;
   readonly transfersView: vscode.TreeDataProvider<TransferEntry>;
-  /** Only when VS Code runs the extension's tests (ExtensionMode.Test): to check where secrets went. */
-  readonly testing?: {
+  /** To check where secrets went, and to answer prompts. */
+  readonly testing: {
     readonly context: vscode.ExtensionContext;
     /** Answers the trust prompts (prompts.ts) instead of showing them, until disposed. */
     readonly answerPrompts: (answer: PromptAnswerer) => vscode.Disposable;
@@ -38,7 +42,7 @@ export interface SecureFileTransferApi {
 /** Kept so deactivate can wait for the embedded relay to close its port and audit log. */
 let stopRelay: (() => Promise<void>) | undefined;
 
-export function activate(context: vscode.ExtensionContext): SecureFileTransferApi {
+export function activate(context: vscode.ExtensionContext): SecureFileTransferApi | undefined {
   const log = createLog();
   const session = new Session(context, log);
   const transfers = new Transfers();
@@ -119,11 +123,15 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
             prompt: 'The relay address, or an invite from a teammate who started one (address#token=…).',
             value: settings.relayUrl() || 'http://127.0.0.1:7474',
             ignoreFocusOut: true,
-            validateInput: (text) => (URL.canParse(parseInvite(text).url) && /^(https?|wss?):$/.test(new URL(parseInvite(text).url).protocol) ? undefined : 'Enter an address such as https://relay.example.com'),
+            validateInput: (text) => (isRelayAddress(parseInvite(text).url) ? undefined : 'Enter an address such as https://relay.example.com'),
           });
     if (!input) return;
     const { url, token } = parseInvite(input);
+    // Checked here too: an address can also come from an invite link or another extension.
+    if (!isRelayAddress(url)) throw new SftError('BAD_MESSAGE', 'That is not a relay address: use one such as https://relay.example.com.');
     if (!(await confirmIfBusy('Connecting to another relay'))) return;
+    // An invite's token replaces the one kept for that relay only if it gets this window in.
+    const previousToken = token ? await session.getToken(url) : undefined;
     if (token) await session.setToken(url, token);
     try {
       // Connect first, then remember the address: the settings listener sees it is already in use.
@@ -132,9 +140,10 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       await connecting;
     } catch (error) {
       const e = toSftError(error);
+      if (token && e.code === 'UNAUTHORIZED') await session.setToken(url, previousToken);
       if (e.code === 'RELAY_UNREACHABLE' && session.state === 'connecting') {
         // The client keeps trying with backoff; the status bar shows when it gets through.
-        void vscode.window.showWarningMessage(`Could not reach the relay at ${url} yet; retrying in the background.`);
+        void vscode.window.showWarningMessage(`Could not reach the relay at ${safeText(new URL(url).host)} yet; retrying in the background.`);
         return;
       }
       if (e.code !== 'UNAUTHORIZED' || typeof given === 'string') throw e;
@@ -159,6 +168,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   register('setTeamToken', async () => {
     const url = session.relayUrl ?? settings.relayUrl();
     if (!url) throw new SftError('BAD_MESSAGE', 'Set a relay address first (Connect to Relay…).');
+    if (session.state !== 'disconnected' && !(await confirmIfBusy('Changing the team token'))) return;
     if (await askForToken(url)) await connectTo(url);
   });
 
@@ -195,7 +205,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
         'Copy Invite',
       )
       .then((choice) => (choice === 'Copy Invite' ? vscode.commands.executeCommand('secureFileTransfer.copyInvite') : undefined));
-    return running;
+    // Nothing is returned: any extension can run this command, and the relay's token is a secret.
   });
 
   register('stopRelay', async () => {
@@ -227,7 +237,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
         if (uri.path !== '/connect') return;
         const invite = new URLSearchParams(uri.query).get('invite') ?? '';
         const { url } = parseInvite(invite);
-        if (!URL.canParse(url)) return void vscode.window.showErrorMessage('That invite link is not valid.');
+        if (!isRelayAddress(url)) return void vscode.window.showErrorMessage('That invite link is not valid.');
         const answer = await vscode.window.showInformationMessage(`Connect to the relay at ${safeText(new URL(url).host)}?`, { modal: true, detail: 'You opened an invite link. Connect only if a teammate sent it to you.' }, 'Connect');
         if (answer === 'Connect') await vscode.commands.executeCommand('secureFileTransfer.connect', invite);
       },
@@ -337,7 +347,14 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   subscriptions.push(
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!settings.affects(event, 'relayUrl') && !settings.affects(event, 'displayName')) return;
-      const url = await moveInviteTokenOutOfSettings();
+      const url = await moveInviteTokenOutOfSettings().catch((error: unknown) => {
+        showError(error, log);
+        return undefined;
+      });
+      // These settings are global, so every window hears the change, and all share one identity,
+      // which a relay lets only one connection hold. Only the window the user is in follows it;
+      // the others keep their connection until they connect again.
+      if (!vscode.window.state.focused) return;
       const busy = transfers.running().length > 0;
       if (settings.affects(event, 'relayUrl')) {
         // The Connect command writes the setting for a connection it already started.
@@ -350,15 +367,27 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     }),
   );
 
-  if (settings.autoConnect() && settings.relayUrl()) void moveInviteTokenOutOfSettings().then((url) => quietConnect(url));
+  // An invite pasted into the setting: its token goes to secret storage at once, connecting or not.
+  if (settings.relayUrl()) {
+    void moveInviteTokenOutOfSettings().then(
+      (url) => (settings.autoConnect() ? quietConnect(url) : undefined),
+      (error: unknown) => showError(error, log),
+    );
+  }
 
-  return { session, transfers, relayHost, peersView, transfersView, ...(context.extensionMode === vscode.ExtensionMode.Test ? { testing: { context, answerPrompts: answerPromptsForTests } } : {}) };
+  if (context.extensionMode !== vscode.ExtensionMode.Test) return undefined;
+  return { session, transfers, relayHost, peersView, transfersView, testing: { context, answerPrompts: answerPromptsForTests } };
 }
 
 export async function deactivate(): Promise<void> {
   // Everything else is in context.subscriptions, which VS Code disposes after this.
   await stopRelay?.();
   stopRelay = undefined;
+}
+
+/** An http(s) or ws(s) URL: what a relay address may be. */
+function isRelayAddress(url: string): boolean {
+  return URL.canParse(url) && /^(https?|wss?):$/.test(new URL(url).protocol);
 }
 
 function showError(error: unknown, log: Log): void {

@@ -200,7 +200,14 @@ export class Sender {
   private async offerRetry(message: string, uris: readonly vscode.Uri[], peers: readonly PeerInfo[]): Promise<void> {
     const canRetry = uris.length > 0 && peers.length > 0;
     const choice = await vscode.window.showErrorMessage(message, ...(canRetry ? ['Retry'] : []));
-    if (choice === 'Retry') await this.retry(uris, peers);
+    if (choice !== 'Retry') return;
+    try {
+      await this.retry(uris, peers);
+    } catch (error) {
+      // Not run as a command, so nothing else would show why the retry did not start.
+      const e = toSftError(error);
+      if (!wasShown(e)) void vscode.window.showErrorMessage(`Could not send again: ${safeText(e.message)} (${e.code})`);
+    }
   }
 
   /**
@@ -262,7 +269,10 @@ export class Sender {
     const client = this.session.requireClient();
     const online = peers.filter((p) => client.peers.has(p.peerId)).map((p) => client.peers.get(p.peerId)!);
     if (online.length === 0) throw new SftError('PEER_OFFLINE', `${peers.map((p) => safeText(p.name)).join(', ')} ${peers.length === 1 ? 'is' : 'are'} not online.`);
-    await this.send(uris, online).catch(() => undefined);
+    // A failure of the transfer itself was shown by send(); one before it started was not.
+    await this.send(uris, online).catch((error: unknown) => {
+      if (!wasShown(error)) throw error;
+    });
   }
 }
 

@@ -111,6 +111,14 @@ export function registerExtensionTests(): void {
       assert.deepEqual(api.peersView.getChildren(undefined), []);
     });
 
+    it('refuses an address that is not a relay\'s (from an invite link or another extension): nothing is stored', async function () {
+      await vscode.commands.executeCommand('secureFileTransfer.connect', 'file:///etc/passwd#token=stolen');
+      await vscode.commands.executeCommand('secureFileTransfer.connect', 'command:workbench.action.terminal.new');
+      assert.equal(api.session.state, 'disconnected');
+      assert.equal(vscode.workspace.getConfiguration('secureFileTransfer').get('relayUrl'), '');
+      assert.equal(await api.session.getToken('file:///etc/passwd'), undefined);
+    });
+
     it('connects with an invite: the address goes to settings, the token to SecretStorage', async function () {
       await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
       assert.equal(api.session.state, 'connected');
@@ -121,6 +129,13 @@ export function registerExtensionTests(): void {
       const me = api.session.requireClient().identity.peerId;
       assert.equal((await api.session.identity()).peerId, me);
       assert.ok(!api.session.peers.some((p) => p.peerId === me || p.name === api.session.requireClient().name), 'the window does not see a second copy of itself');
+    });
+
+    it('an invite whose token the relay refuses does not replace the token that works', async function () {
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=not-the-team-token`);
+      assert.equal(await api.session.getToken(ctx.relayUrl), ctx.token, 'the working token is kept');
+      await vscode.commands.executeCommand('secureFileTransfer.connect', ctx.relayUrl);
+      assert.equal(api.session.state, 'connected');
     });
 
     it('lists a teammate in the Peers view, with the fingerprint in the tooltip', async function () {
