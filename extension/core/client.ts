@@ -407,11 +407,17 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     try {
       result = (await this.socket.timeout(15_000).emitWithAck('hello', { ...peerInfo(identity, name), origin, proof: proof.toString('base64url') })) as Result<{ peers: PeerInfo[] }>;
     } catch {
-      this.failJoin(
-        this.socket.connected
-          ? new SftError('TIMEOUT', 'The relay did not answer the join request.')
-          : new SftError('PEER_GONE', 'The relay closed the connection before this client could join.'),
-      );
+      const gone = !this.socket.connected;
+      const error = gone ? new SftError('PEER_GONE', 'The relay closed the connection before this client could join.') : new SftError('TIMEOUT', 'The relay did not answer the join request.');
+      // Joining again after a drop: a join that did not get through is retried as the connection
+      // is (failJoin would stop Socket.IO reconnecting for good). Unanswered, the connection is
+      // closed so that the next attempt starts afresh. Only a first connect() reports it.
+      if (!this.firstJoin && this.options.reconnect !== false) {
+        this.emit('notice', error.toJSON());
+        if (!gone) this.socket.io.engine?.close();
+        return;
+      }
+      this.failJoin(error);
       return;
     }
     if (!result.ok) {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import crypto from 'node:crypto';
-import { Server } from 'socket.io';
+import { Server, type Socket } from 'socket.io';
 import { RelayClient } from '../../extension/core/client';
 import { Identity, safetyNumber } from '../../extension/core/crypto/identity';
 import { TrustBook } from '../../extension/core/trust';
@@ -22,18 +22,23 @@ import { Harness, writeRandomFile, type Peer } from '../helpers/harness';
 import { startHostileRelay, type HostileRelay, type Tampering } from '../helpers/hostile-relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 
-async function hostileRelay(listing: PeerInfo[], joinedLater: PeerInfo[]) {
+/** A stand-in relay that sends a challenge and answers each `hello` as `onHello` says. */
+async function standInRelay(onHello: (socket: Socket, reply: (r: unknown) => void) => void) {
   const server = http.createServer();
   const io = new Server(server, { path: SOCKET_PATH, transports: ['websocket'] });
   io.on('connection', (socket) => {
     socket.emit('challenge', { v: PROTOCOL_VERSION, relayId: 'evil', nonce: crypto.randomBytes(32).toString('base64url'), window: 4, maxChunkSize: 65536, maxFileSize: null });
-    socket.on('hello', (_hello: unknown, reply: (r: unknown) => void) => {
-      reply({ ok: true, peers: listing });
-      for (const peer of joinedLater) socket.emit('peer.joined', peer);
-    });
+    socket.on('hello', (_hello: unknown, reply: (r: unknown) => void) => onHello(socket, reply));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise<void>((r) => io.close(() => r())) };
+}
+
+function hostileRelay(listing: PeerInfo[], joinedLater: PeerInfo[]) {
+  return standInRelay((socket, reply) => {
+    reply({ ok: true, peers: listing });
+    for (const peer of joinedLater) socket.emit('peer.joined', peer);
+  });
 }
 
 test('a relay that pairs a known peer id with other keys is caught: the peer is dropped, never shown', async () => {
@@ -248,5 +253,32 @@ test("a relay that presents Mallory's keys under Bob's name, in presence and in 
     impostor.close();
     await relay.close();
     await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a relay that drops the connection while a reconnecting client waits for its join: the client keeps reconnecting and joins', async () => {
+  // A stand-in relay: answers the first join, cuts the connection under the second (unanswered),
+  // answers the third. Socket.IO must keep reconnecting through the middle one.
+  let hellos = 0;
+  const relay = await standInRelay((socket, reply) => {
+    hellos += 1;
+    if (hellos === 2) return void socket.conn.close(); // Mid-join, as a network drop would.
+    reply({ ok: true, peers: [] });
+    if (hellos === 1) setTimeout(() => socket.conn.close(), 100); // A drop after the first join.
+  });
+  const url = relay.url;
+  const alice = new RelayClient({ url, identity: Identity.generate(), name: 'alice' });
+  const states: string[] = [];
+  alice.on('state', (s) => states.push(s));
+  try {
+    await alice.connect();
+    const deadline = Date.now() + 10_000;
+    while (hellos < 3 || alice.state !== 'connected') {
+      assert.ok(Date.now() < deadline, `joined again: hellos ${hellos}, states ${states.join(' → ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    alice.close();
+    await relay.close();
   }
 });
