@@ -367,12 +367,24 @@ async function run(
       }
       const resumeTo = targets.length === legs.size ? {} : { resumeTo: targets.map(([id]) => id) };
       try {
+        // A drop and a reconnection during the awaits above are behind us: the offer goes out on
+        // the connection there is now, and only a drop from here on interrupts it.
+        interrupted = false;
         await client.offer({ ...offerToWire(offer), resume: attempt, ...resumeTo });
+        // Legs left waiting for a later round have their grace counted from the end of this one,
+        // at the relay too (it carries them into this round as interrupted).
+        for (const [, leg] of waiting()) waitingForOthers.add(leg);
         return;
       } catch (error) {
         // Cancelled meanwhile: that is the outcome, not whatever the relay said to the re-offer.
         if (fatal) throw fatal;
         const e = toSftError(error);
+        // Unanswered on a live connection: the relay may have taken it, and offering again would
+        // be refused as a duplicate. The legs wait for their answers as after any offer.
+        if (e.code === 'TIMEOUT' && client.state === 'connected') {
+          for (const [, leg] of waiting()) waitingForOthers.add(leg);
+          return;
+        }
         if (e.code === 'PEER_OFFLINE' || e.code === 'PEER_GONE' || e.code === 'TIMEOUT') {
           // A recipient, or this sender, may not be back after all: wait again.
           for (const [, leg] of targets) if (leg.state === 'offered') leg.state = 'interrupted';
@@ -388,6 +400,8 @@ async function run(
 
   const reader = new PayloadReader(sources.files);
   let offered = false;
+  /** The first offer went out and got no answer: the relay may hold it all the same. */
+  let unanswered = false;
   let announced = false;
   const announce = () => {
     if (!announced) options.onOffered?.(transferId, sources);
@@ -400,7 +414,12 @@ async function run(
     if (options.signal?.aborted) throw new SftError('CANCELLED', 'The transfer was cancelled.');
     if (!resuming) {
       await save();
-      await client.offer(offerToWire(offer));
+      interrupted = false; // As for a re-offer: only a drop after it goes out interrupts it.
+      await client.offer(offerToWire(offer)).catch((error: unknown) => {
+        // Unanswered on a live connection, the relay may hold it: it is called off below.
+        if (toSftError(error).code === 'TIMEOUT') unanswered = true;
+        throw error;
+      });
       announce();
     }
     // On a resume the offer went out from the process that was killed; the grace runs from its
@@ -437,7 +456,10 @@ async function run(
           if (interrupted) throw INTERRUPTED;
           // The last file is checked for changes before the final chunk leaves: once the receiver
           // has it, the transfer is complete there.
-          if (index === layout.chunkCount - 1) await reader.end();
+          if (index === layout.chunkCount - 1) {
+            await reader.end();
+            if (interrupted) throw INTERRUPTED; // Dropped during that check: resumed, not failed.
+          }
           client.sendChunk(transferId, index, sealChunk(payloadKey, layout, index, plaintext));
         }
         await until(() => live().length === 0, stall, 'The recipients did not confirm the transfer.');
@@ -451,7 +473,7 @@ async function run(
     const e = options.signal?.aborted ? new SftError('CANCELLED', 'The transfer was cancelled.') : toSftError(error);
     // Always tell the relay once the offer is out (even after our own cancel, which may have
     // reached it before the offer did), so it never keeps a transfer nobody will finish.
-    if (offered) client.cancel(transferId, e.code, e.message);
+    if (offered || unanswered) client.cancel(transferId, e.code, e.message);
     for (const leg of [...live(), ...waiting().map(([, l]) => l)]) Object.assign(leg, { state: 'failed', code: e.code, message: e.message });
     // Before the offer is out there is no transfer to report on; after, each leg has an outcome.
     if (!offered) throw e;
