@@ -29,7 +29,11 @@ export async function loadOrCreateIdentity(store: SecretStore): Promise<{ identi
     return { identity: Identity.fromSecret(parsed), created: false };
   }
   const identity = Identity.generate();
-  await store.store(IDENTITY_SECRET_KEY, JSON.stringify(identity.toSecret()));
+  const secret = JSON.stringify(identity.toSecret());
+  await store.store(IDENTITY_SECRET_KEY, secret);
+  // Two first runs at once (two VS Code windows): whichever stored last holds, and both use it.
+  const kept = await store.get(IDENTITY_SECRET_KEY);
+  if (kept !== undefined && kept !== secret) return loadOrCreateIdentity(store);
   return { identity, created: true };
 }
 

@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import { SftError, toSftError } from '../core/errors';
 import { fingerprint, safetyNumber } from '../core/crypto/identity';
+import { IDENTITY_SECRET_KEY } from '../core/keystore';
 import { safeText } from './text';
 import { peerIdentity, type PeerInfo } from '../core/protocol';
 import { createLog, type Log } from './log';
@@ -364,6 +365,17 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
         if (busy) log.info('The new display name takes effect at the next connection (transfers are running).');
         else void quietConnect(session.relayUrl);
       }
+    }),
+  );
+
+  // The identity changed in another window (Reset My Identity there, or a first run at the same
+  // time): this window connects again with the stored one, so teammates see one key, not two.
+  subscriptions.push(
+    context.secrets.onDidChange(async (event) => {
+      if (event.key !== IDENTITY_SECRET_KEY || !(await session.identityChangedElsewhere())) return;
+      if (session.state === 'disconnected' || !session.relayUrl) return;
+      if (transfers.running().length > 0) log.info('The identity changed in another window; this window uses it from its next connection (transfers are running).');
+      else void quietConnect(session.relayUrl);
     }),
   );
 

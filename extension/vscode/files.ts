@@ -10,6 +10,8 @@ import path from 'node:path';
 import * as vscode from 'vscode';
 import { SftError } from '../core/errors';
 import { formatBytes } from '../core/format';
+import { numberedName } from '../core/names';
+import { safeText } from './text';
 
 export interface LocalPaths {
   readonly paths: string[];
@@ -47,7 +49,7 @@ export async function toLocalPaths(uris: readonly vscode.Uri[], maxInMemory: num
     return { paths: [...local, ...staged], temporary: true, dispose };
   } catch (error) {
     await dispose();
-    throw error;
+    throw fromFileSystemError(error);
   }
 }
 
@@ -69,18 +71,34 @@ export async function copyToUri(files: readonly string[], root: string, destinat
     return written;
   } catch (error) {
     await Promise.all(written.map((uri) => vscode.workspace.fs.delete(uri).then(undefined, () => undefined)));
-    throw error;
+    throw fromFileSystemError(error);
   }
+}
+
+/**
+ * A virtual or remote file system's error (vscode.FileSystemError, whose codes are not errno
+ * names) as a stable code and a message that says what happened, instead of INTERNAL.
+ */
+function fromFileSystemError(error: unknown): unknown {
+  if (!(error instanceof vscode.FileSystemError)) return error;
+  const what: Record<string, string> = {
+    FileNotFound: 'was not found',
+    FileExists: 'already exists',
+    FileNotADirectory: 'is not a folder',
+    FileIsADirectory: 'is a folder',
+    NoPermissions: 'cannot be accessed: permission denied',
+    Unavailable: 'is unavailable',
+  };
+  const code = error.code === 'FileExists' ? 'FILE_EXISTS' : 'IO';
+  return new SftError(code, `A file ${what[error.code] ?? `could not be read or written (${safeText(error.code)})`}: ${safeText(error.message)}`, error);
 }
 
 async function freeName(target: vscode.Uri): Promise<vscode.Uri> {
   const exists = (uri: vscode.Uri) => vscode.workspace.fs.stat(uri).then(() => true, () => false);
   if (!(await exists(target))) return target;
   const name = path.posix.basename(target.path);
-  const dot = name.lastIndexOf('.');
-  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
   for (let n = 1; n < 10_000; n++) {
-    const candidate = vscode.Uri.joinPath(target, '..', `${stem} (${n})${ext}`);
+    const candidate = vscode.Uri.joinPath(target, '..', numberedName(name, n));
     if (!(await exists(candidate))) return candidate;
   }
   throw new SftError('FILE_EXISTS', `Could not find a free name for ${name}.`);

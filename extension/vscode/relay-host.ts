@@ -55,7 +55,7 @@ export class RelayHost implements vscode.Disposable {
 
   private async startOnce(): Promise<RunningRelay> {
     const host = settings.relayHost();
-    const port = settings.relayPort() || (await freePort(host));
+    const port = settings.relayPort() || (await freePort(host).catch((error: unknown) => Promise.reject(listenError(error, host, 0))));
     const token = await this.token();
     const inviteUrls = reachableUrls(host, port);
     const localUrl = `http://${isWildcard(host) || isLoopback(host) ? '127.0.0.1' : bracket(host)}:${port}`;
@@ -78,10 +78,7 @@ export class RelayHost implements vscode.Disposable {
       await relay.start();
     } catch (error) {
       await relay.stop().catch(() => undefined);
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') throw new SftError('IO', `Port ${port} is in use on ${host}. Stop what uses it, or change secureFileTransfer.relay.port (0 picks a free port).`, error);
-      if (code === 'EADDRNOTAVAIL') throw new SftError('IO', `This machine has no address ${host} (setting secureFileTransfer.relay.host).`, error);
-      throw error;
+      throw listenError(error, host, port);
     }
     this.relay = relay;
     this.info = { localUrl, inviteUrls, token, localOnly: isLoopback(host) };
@@ -174,4 +171,13 @@ function freePort(host: string): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Why the relay could not listen, in the user's terms (the settings to change), with a stable code. */
+function listenError(error: unknown, host: string, port: number): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return new SftError('IO', `Port ${port} is in use on ${host}. Stop what uses it, or change secureFileTransfer.relay.port (0 picks a free port).`, error);
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new SftError('IO', `This machine has no address ${host} (setting secureFileTransfer.relay.host).`, error);
+  if (code === 'EACCES') return new SftError('IO', `Listening on port ${port} needs privileges this user does not have: ports below 1024 usually do. Change secureFileTransfer.relay.port (0 picks a free port).`, error);
+  return error;
 }

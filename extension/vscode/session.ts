@@ -11,7 +11,7 @@ import { loadOrCreateIdentity, IDENTITY_SECRET_KEY } from '../core/keystore';
 import { TrustBook, type TrustState, type TrustVerdict } from '../core/trust';
 import { Inbox } from '../core/transfer/receiver';
 import { TransferJournal } from '../core/transfer/journal';
-import type { Identity } from '../core/crypto/identity';
+import { Identity } from '../core/crypto/identity';
 import type { PeerInfo } from '../core/protocol';
 import { originOf } from '../core/crypto/envelope';
 import { settings } from './settings';
@@ -97,6 +97,24 @@ export class Session implements vscode.Disposable {
       },
     );
     return this.identityValue;
+  }
+
+  /**
+   * After the stored identity changed (another window reset it, or created it at the same time as
+   * this one): forgets the copy in use here and says whether it differed, so the caller can
+   * connect again with the stored one. False for this window's own write.
+   */
+  async identityChangedElsewhere(): Promise<boolean> {
+    const current = await this.identityValue?.catch(() => undefined);
+    if (!current) return false;
+    const stored = await this.context.secrets.get(IDENTITY_SECRET_KEY);
+    try {
+      if (stored !== undefined && Identity.fromSecret(JSON.parse(stored)).peerId === current.peerId) return false;
+    } catch {
+      // Damaged: loading it again reports that.
+    }
+    this.identityValue = undefined;
+    return true;
   }
 
   /** Forgets this user's keys: a new identity is made on the next connection. */

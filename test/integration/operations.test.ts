@@ -265,10 +265,15 @@ test('behind a proxy (trustProxy), per-address limits and the audit log use the 
       socket.once('challenge', () => (socket.disconnect(), resolve(undefined)));
       socket.once('connect_error', (e: Error & { data?: { code: string } }) => (socket.disconnect(), resolve(e.data?.code)));
     });
-  // The join limit allows a burst of 30 per address: the 31st from one address is refused...
+  // The join limit allows a burst of 30 per address, refilled at 5 a second: the first 30 from one
+  // address pass, and one of the next few is refused (a slow machine may refill a token or two
+  // while the 30 connect)...
   const codes = [];
-  for (let i = 0; i < 31; i++) codes.push(await connectAs('203.0.113.10'));
-  assert.equal(codes.filter((c) => c === 'JOIN_RATE_LIMITED').length, 1);
+  for (let i = 0; i < 30; i++) codes.push(await connectAs('203.0.113.10'));
+  assert.deepEqual(codes.filter((c) => c !== undefined), []);
+  let refusedAt = 0;
+  while (refusedAt < 10 && (await connectAs('203.0.113.10')) !== 'JOIN_RATE_LIMITED') refusedAt += 1;
+  assert.ok(refusedAt < 10, 'the address was refused once its burst was used');
   // ...while another client behind the same proxy is not.
   assert.equal(await connectAs('203.0.113.11'), undefined);
   await new Promise((r) => setTimeout(r, 200));

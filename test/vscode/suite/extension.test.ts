@@ -19,6 +19,7 @@ import { sendFiles, type SendResult } from '../../../extension/core/transfer/sen
 import { peerInfo, type PeerInfo } from '../../../extension/core/protocol';
 import type { SecureFileTransferApi } from '../../../extension/vscode/extension';
 import type { TransferEntry } from '../../../extension/vscode/transfers';
+import { toLocalPaths } from '../../../extension/vscode/files';
 import type { Prompt } from '../../../extension/vscode/prompts';
 import type { SftError } from '../../../extension/core/errors';
 import { TrustBook, type TrustState } from '../../../extension/core/trust';
@@ -306,6 +307,9 @@ export function registerExtensionTests(): void {
       const result = await vscode.commands.executeCommand<SendResult>('secureFileTransfer.sendTo', virtual, [virtual], { to: ['Bob'] });
       assert.equal(result?.recipients[0]?.outcome, 'done');
       assert.ok((await fs.readFile((await received).files[0]!.savedAs)).equals(content));
+
+      // A file the virtual file system does not have: a stable code and what happened, not INTERNAL.
+      await assert.rejects(toLocalPaths([vscode.Uri.parse('sftmem:/project/missing.bin')], 1_000_000), (e: SftError) => e.code === 'IO' && /not found/.test(e.message));
 
       // Over the cap: refused before anything is offered.
       await config.update('maxInMemorySize', '100KB', vscode.ConfigurationTarget.Global);
