@@ -351,10 +351,16 @@ async function run(
       if (fatal) throw fatal;
       if (client.state !== 'connected') continue;
       // A leg may have ended during those waits (its recipient called it off): it is not offered.
+      // One whose recipient is away is given up once too little time is left for an offer to
+      // arrive; one whose recipient is back, once its deadline has passed: the relay would refuse
+      // it (EXPIRED), and a relay that restarted meanwhile cannot, so without this a sender whose
+      // offers keep being refused would go on offering it for ever.
+      legsWaiting.forEach(([, leg], i) => {
+        if (leg.state === 'interrupted' && Date.now() >= deadlineOf(leg) - (online[i] ? 0 : margin())) {
+          expire(leg, 'The recipient did not come back in time to resume the transfer.');
+        }
+      });
       const targets = legsWaiting.filter(([, leg], i) => online[i] && leg.state === 'interrupted');
-      for (const [, leg] of legsWaiting.filter(([, l], i) => !online[i] && l.state === 'interrupted')) {
-        if (Date.now() >= deadlineOf(leg) - margin()) expire(leg, 'The recipient did not come back in time to resume the transfer.');
-      }
       if (targets.length === 0) continue;
       for (const [, leg] of targets) Object.assign(leg, { state: 'offered', acked: 0 });
       attempt += 1;
