@@ -137,6 +137,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     try {
       // Connect first, then remember the address: the settings listener sees it is already in use.
       const connecting = connectTo(url);
+      connecting.catch(() => undefined); // Handled below, once the setting is written.
       await settings.setRelayUrl(url);
       await connecting;
     } catch (error) {
@@ -216,6 +217,24 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       session.disconnect();
     }
     await relayHost.stop();
+  });
+
+  register('rotateRelayToken', async () => {
+    const answer = await ask(
+      'warning',
+      'Make a new team token for your relay?',
+      { modal: true, detail: 'Every invite you have shared stops admitting anyone. Teammates already connected stay connected until they disconnect.' },
+      'New Token',
+    );
+    if (answer !== 'New Token') return;
+    const token = await relayHost.rotateToken();
+    const running = relayHost.running;
+    // This window's own reconnections use the new token too.
+    if (running) await session.setToken(running.localUrl, token);
+    // Not awaited: the command is done once the token is in force.
+    void vscode.window
+      .showInformationMessage(running ? 'The relay has a new team token. Share the new invite with your teammates.' : 'Your relay gets its new team token when you next start it.', ...(running ? ['Copy Invite'] : []))
+      .then((choice) => (choice === 'Copy Invite' ? vscode.commands.executeCommand('secureFileTransfer.copyInvite') : undefined));
   });
 
   register('copyInvite', async () => {

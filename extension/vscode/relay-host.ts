@@ -1,7 +1,7 @@
 /**
  * Start Relay / Stop Relay: the same relay code as `sft-relay`, embedded in this VS Code window.
  * It requires a team token (generated once and kept in SecretStorage, so invites stay valid across
- * restarts), binds join proofs to the addresses it hands out, and writes its audit trail to the
+ * restarts, until the user asks for a new one), binds join proofs to the addresses it hands out, and writes its audit trail to the
  * extension's global storage folder.
  */
 import crypto from 'node:crypto';
@@ -102,6 +102,24 @@ export class RelayHost implements vscode.Disposable {
   invite(): string | undefined {
     if (!this.info) return undefined;
     return `${this.info.inviteUrls[0] ?? this.info.localUrl}#${INVITE_TOKEN}${this.info.token}`;
+  }
+
+  /**
+   * A new team token for the embedded relay, so that every invite handed out before stops admitting
+   * anyone: kept for the next start and, if the relay runs, in force at once for new connections
+   * (teammates already connected stay until they disconnect).
+   */
+  async rotateToken(): Promise<string> {
+    await this.starting?.catch(() => undefined);
+    const token = crypto.randomBytes(24).toString('base64url');
+    await this.context.secrets.store(RELAY_TOKEN_KEY, token);
+    if (this.relay && this.info) {
+      await this.relay.reload({ tokens: [token] });
+      this.info = { ...this.info, token };
+      this.changeEmitter.fire(this.info);
+    }
+    this.log.info('The embedded relay has a new team token; earlier invites no longer admit anyone.');
+    return token;
   }
 
   private async token(): Promise<string> {

@@ -707,6 +707,22 @@ export function registerExtensionTests(): void {
       assert.equal(await sha256((await received).files[0]!.savedAs), await sha256(file));
       await carol.client.closeGracefully();
 
+      // A new token revokes the invites handed out: the old token no longer admits anyone, the
+      // new invite does, and this window stays connected (and would reconnect with the new one).
+      const prompts = answerPrompts(api, (p) => (p.items.includes('New Token') ? 'New Token' : undefined));
+      await vscode.commands.executeCommand('secureFileTransfer.rotateRelayToken');
+      prompts.dispose();
+      const rotated = api.relayHost.running!.token;
+      assert.notEqual(rotated, running.token);
+      assert.match(api.relayHost.invite()!, new RegExp(`#token=${rotated}$`));
+      assert.equal(await api.session.getToken(running.localUrl), rotated);
+      const revoked = new RelayClient({ url: running.localUrl, identity: Identity.generate(), name: 'old-invite', token: running.token, reconnect: false });
+      await assert.rejects(revoked.connect(), { code: 'UNAUTHORIZED' });
+      revoked.close();
+      const dave = await teammate({ relayUrl: running.localUrl, token: rotated }, 'Dave');
+      await dave.client.closeGracefully();
+      assert.equal(api.session.state, 'connected');
+
       await vscode.commands.executeCommand('secureFileTransfer.stopRelay');
       assert.equal(api.relayHost.running, undefined);
       assert.equal(api.session.state, 'disconnected');
