@@ -564,11 +564,11 @@ export function createRelay(options: RelayOptions = {}): Relay {
             throw new SftError('EXPIRED', `The transfer was interrupted more than ${Math.round(resumeGraceMs / 1000)} s ago and can no longer be resumed.`);
           }
         }
-        // A resume continues the transfer it names: the sizes it was offered (and charged) with.
-        if (previous && [previous.cipherBytes, previous.chunkSize].some((v, i) => v !== undefined && v !== [offer.cipherBytes, offer.chunkSize][i])) {
-          throw new SftError('SIZE_MISMATCH', 'A resume must declare the sizes of the transfer it continues.');
-        }
-        if (previous && offer.chunkCount !== previous.chunkCount) throw new SftError('SIZE_MISMATCH', 'A resume must declare the sizes of the transfer it continues.');
+        // A resume continues the transfer it names: the sizes it was offered (and charged) with
+        // (an entry from a node of an older version has only the chunk count).
+        const sameSizes = (p: EndedEntry) =>
+          p.chunkCount === offer.chunkCount && (p.cipherBytes ?? offer.cipherBytes) === offer.cipherBytes && (p.chunkSize ?? offer.chunkSize) === offer.chunkSize;
+        if (previous && !sameSizes(previous)) throw new SftError('SIZE_MISMATCH', 'A resume must declare the sizes of the transfer it continues.');
         const replayDelivered = () => {
           for (const { to: id, receipt } of delivered) {
             socket.emit('answer', { transferId: offer.transferId, accept: true, resumeFrom: previous!.chunkCount, from: id });

@@ -160,12 +160,15 @@ export function collisionKey(component: string): string {
  */
 export function resolveInside(root: string, components: readonly string[]): string {
   const destination = path.join(root, ...components);
-  const relative = path.relative(root, destination);
-  // "" is root itself; ".." or "../x" is outside; an absolute result is another drive on Windows.
-  const outside =
-    relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative);
-  if (outside) refuse(components.join('/'), 'does not lead to a place inside the destination folder');
+  if (!isStrictlyInside(root, destination)) refuse(components.join('/'), 'does not lead to a place inside the destination folder');
   return destination;
+}
+
+/** Whether `target` lies strictly inside `root`, by string arithmetic alone (no links followed). */
+export function isStrictlyInside(root: string, target: string): boolean {
+  const relative = path.relative(root, target);
+  // "" is root itself; ".." or "../x" is outside; an absolute result is another drive on Windows.
+  return !(relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative));
 }
 
 /**

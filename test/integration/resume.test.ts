@@ -11,6 +11,7 @@ import { createRelay, type RelayOptions } from '../../server/relay';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { startTapProxy } from '../../scripts/tap-proxy';
 import { cancelWhileAway } from '../helpers/away';
+import { slowAfterResume } from '../helpers/pacing';
 import { DEFAULT_CHUNK_SIZE } from '../../extension/core/crypto/stream';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -228,25 +229,7 @@ test('a resumed transfer that runs on for longer than the grace period is not cu
   const sum = await writeRandomFile(path.join(src, 'long-after.bin'), 30 * DEFAULT_CHUNK_SIZE, 'long-after');
   // Bob is cut off once, early; after the resume he acknowledges slowly (150 ms a chunk, his
   // `done` after his last acknowledgement), so the rest takes several grace periods.
-  let pace = Promise.resolve();
-  const paced = <T>(send: () => T) => (pace = pace.then(() => new Promise((r) => setTimeout(r, 150))).then(send).then(() => undefined));
-  // Paced only from the resume on: an acknowledgement of the first attempt held back past it
-  // would be a stale one, which the relay rightly refuses.
-  let resumed = false;
-  const answer = bob.client.answer.bind(bob.client);
-  bob.client.answer = (id, accept, from) => {
-    if (from !== undefined) resumed = true;
-    return answer(id, accept, from);
-  };
-  let written = 0;
-  const ack = bob.client.ack.bind(bob.client);
-  bob.client.ack = (id, index) => {
-    if (resumed) return void paced(() => ack(id, index));
-    ack(id, index);
-    if (++written === 3) tap.cut();
-  };
-  const done = bob.client.done.bind(bob.client);
-  bob.client.done = (id, receipt) => paced(() => done(id, receipt));
+  slowAfterResume(bob, 150, { beforeResume: (n) => n === 3 && tap.cut() });
   const received = bob.nextOffer().then((o) => o.accept({ directory: out }));
   const started = Date.now();
   const sent = await sendFiles(alice.client, { paths: [path.join(src, 'long-after.bin')], to: [alice.client.findPeer('bob')] });

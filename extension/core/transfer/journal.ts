@@ -22,7 +22,7 @@ import { z } from 'zod';
 import { writePrivateJson } from '../private-file';
 import { MAX_RECIPIENTS, OfferSchema, PeerInfoSchema } from '../protocol';
 import { ErrorCodes } from '../errors';
-import { TEMP_SUFFIX, temporaryNameFor } from '../names';
+import { TEMP_SUFFIX, isStrictlyInside, temporaryNameFor } from '../names';
 
 const transferId = z.string().regex(/^[A-Za-z0-9_-]{22}$/);
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -220,10 +220,7 @@ export async function isPlacedInside(record: IncomingRecord): Promise<boolean> {
   } catch {
     return false;
   }
-  const inside = (p: string) => {
-    const rel = path.relative(root, p);
-    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-  };
+  const inside = (p: string) => isStrictlyInside(root, p);
   const saveAsDir = record.accept.saveAs !== undefined ? path.dirname(record.accept.saveAs) : undefined;
   return (
     record.files.every((f) => {

@@ -376,7 +376,11 @@ async function run(
         // A drop and a reconnection during the awaits above are behind us: the offer goes out on
         // the connection there is now, and only a drop from here on interrupts it.
         interrupted = false;
-        await client.offer({ ...offerToWire(offer), resume: attempt, ...resumeTo });
+        await client.offer({ ...offerToWire(offer), resume: attempt, ...resumeTo }).catch((error: unknown) => {
+          // Unanswered on a live connection: the relay may have taken it, and offering again would
+          // be refused as a duplicate. The legs wait for their answers as after any offer.
+          if (toSftError(error).code !== 'TIMEOUT' || client.state !== 'connected') throw error;
+        });
         // Legs left waiting for a later round have their grace counted from the end of this one,
         // at the relay too (it carries them into this round as interrupted).
         for (const [, leg] of waiting()) waitingForOthers.add(leg);
@@ -385,12 +389,6 @@ async function run(
         // Cancelled meanwhile: that is the outcome, not whatever the relay said to the re-offer.
         if (fatal) throw fatal;
         const e = toSftError(error);
-        // Unanswered on a live connection: the relay may have taken it, and offering again would
-        // be refused as a duplicate. The legs wait for their answers as after any offer.
-        if (e.code === 'TIMEOUT' && client.state === 'connected') {
-          for (const [, leg] of waiting()) waitingForOthers.add(leg);
-          return;
-        }
         if (e.code === 'PEER_OFFLINE' || e.code === 'PEER_GONE' || e.code === 'TIMEOUT') {
           // A recipient, or this sender, may not be back after all: wait again.
           for (const [, leg] of targets) if (leg.state === 'offered') leg.state = 'interrupted';
