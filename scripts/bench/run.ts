@@ -36,6 +36,7 @@ import { startRedis } from '../redis-server';
 import { DIST, GiB, ROOT, finish, markTransferStart, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
 import { prepareSsh, runScp, runWormhole, scpMissing, wormholeMissing, type Ssh } from './external';
 import { loadWorker, runIdle, runTransfers, type IdleFigures, type TransfersFigures } from './load';
+import { pageCondition, warmPages } from './pages';
 
 interface RunFigures {
   seconds: number;
@@ -134,6 +135,7 @@ async function runMemory(work: string, sizesMiB: number[]): Promise<MemoryFigure
     const outDir = path.join(work, `memory-out-${mebibytes}`);
     process.stdout.write(`memory: ${mebibytes} MiB through sft…\n`);
     await randomFile(file, mebibytes * 2 ** 20);
+    warmPages(mebibytes * 2 ** 20 + 2 * GiB);
     const figures = await runSft(work, file, outDir, 1000 + mebibytes);
     if ((await sha256File(path.join(outDir, path.basename(file)))) !== (await sha256File(file))) throw new Error(`sft corrupted the ${mebibytes} MiB file`);
     await fs.rm(outDir, { recursive: true });
@@ -249,9 +251,11 @@ async function main() {
         }
       };
       for (let run = 0; run < runs; run++) {
-        // Alternate the paths so drift on the machine touches all alike.
-        for (const p of active) {
+        // Alternate the paths, and start each run with the next one, so that neither drift on the
+        // machine nor what ran just before favours one path.
+        for (const p of active.map((_, i) => active[(i + run) % active.length]!)) {
           const name = PATH_NAMES[p];
+          warmPages(size + 2 * GiB);
           if (p === 'tcp' || p === 'aead') {
             const out = path.join(work, `${name}-out.bin`);
             results[name]!.push(await runTcp(work, file, out, p === 'aead'));
@@ -303,6 +307,7 @@ async function main() {
       machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / GiB), node: process.version, platform: `${os.platform()} ${os.release()}` },
       fileBytes: size,
       runs,
+      pages: pageCondition(),
       parts: [...parts],
       ...(sft && tcp ? { ratioToTcpRelay: sft.mbPerSecond / tcp.mbPerSecond } : {}),
       ...(sft && floor ? { ratioToAeadFloor: sft.mbPerSecond / floor.mbPerSecond } : {}),
@@ -315,7 +320,8 @@ async function main() {
     };
 
     if (Object.keys(summary).length > 0) {
-      process.stdout.write(`\n${formatBytes(size)}, median of ${runs}, ${report.machine.cores} × ${report.machine.cpu}, Node ${process.version}\n\n`);
+      const pages = report.pages === 'warmed' ? '; memory warmed before each transfer (scripts/bench/pages.ts)' : '';
+      process.stdout.write(`\n${formatBytes(size)}, median of ${runs}, ${report.machine.cores} × ${report.machine.cpu}, Node ${process.version}${pages}\n\n`);
       process.stdout.write('| path | MB/s | CPU s per GiB (all) | relay CPU s per GiB (forwarding) | sender CPU s per GiB | receiver CPU s per GiB | peak RSS MiB (relay / sender / receiver) |\n|---|---|---|---|---|---|---|\n');
       for (const [name, s] of Object.entries(summary)) {
         const rss = s.peakRssMiB;
