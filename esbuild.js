@@ -16,6 +16,8 @@ const common = {
   sourcemap: !production,
   sourcesContent: false,
   logLevel: 'warning',
+  // `sft --version`, `sft-relay --version` (extension/core/version.ts).
+  define: { SFT_VERSION: JSON.stringify(require('./package.json').version) },
 };
 const external = ['vscode', 'bufferutil', 'utf-8-validate', 'mocha'];
 // The Redis client and adapter (1.5 MB of the 3.9 MB relay bundle) are loaded only for a cluster

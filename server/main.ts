@@ -9,6 +9,7 @@ import { Command, Option } from 'commander';
 import pino from 'pino';
 import { createRelay } from './relay';
 import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, readConfigFile, redacted, validateConfig, type RelayConfig } from './config';
+import { versionLine } from '../extension/core/version';
 
 const HELP: Record<string, string> = {
   host: 'address to listen on (0.0.0.0: every interface) [127.0.0.1]',
@@ -43,6 +44,7 @@ const HELP: Record<string, string> = {
 
 const command = new Command('sft-relay')
   .description('Run a Secure File Transfer relay. It routes encrypted transfers between team members and never sees plaintext.')
+  .version(versionLine(), '-V, --version', 'print the version and the protocol version')
   .addOption(new Option('--config <file>', 'JSON or YAML file with any of the settings below').env('SFT_RELAY_CONFIG'))
   .showHelpAfterError();
 for (const key of CONFIG_KEYS) command.addOption(new Option(`--${flagOf(key)} <value>`, HELP[key] ?? key).env(envOf(key)));

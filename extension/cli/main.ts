@@ -21,6 +21,7 @@ import { Inbox, type ConflictPolicy, type IncomingOffer, type ReceiveResult } fr
 import { TransferJournal, type OutgoingRecord } from '../core/transfer/journal';
 import { confirm, progressPrinter } from './terminal';
 import { EXIT_CODES, exitCodeFor } from './exit-codes';
+import { versionLine } from '../core/version';
 
 function defaultIdentityDir(): string {
   if (process.platform === 'win32') return path.join(process.env.APPDATA ?? path.join(os.homedir(), 'AppData', 'Roaming'), 'sft');
@@ -96,6 +97,7 @@ function describePeer(peer: PeerInfo, trust: TrustBook): string {
 function program(): Command {
   const cli = new Command('sft')
     .description('Send and receive files end-to-end encrypted through a Secure File Transfer relay.')
+    .version(versionLine(), '-V, --version', 'print the version and the protocol version')
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 

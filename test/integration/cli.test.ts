@@ -10,6 +10,7 @@ import path from 'node:path';
 import { run, start, startRelayProcess, waitForLine, type Running } from '../helpers/processes';
 import { listTree, sha256File, writeRandomFile } from '../helpers/harness';
 import { EXIT_CODES } from '../../extension/cli/exit-codes';
+import { PROTOCOL_VERSION } from '../../extension/core/protocol';
 
 const TOKEN = 'team-token-for-cli-tests';
 let work: string;
@@ -41,6 +42,15 @@ test('sft id creates a private identity file and prints the peer id and fingerpr
   const again = await run('sft', ['id', ...as('ida')], env);
   assert.equal(again.stdout, result.stdout, 'the identity is stable across runs');
   assert.equal(result.stdout.includes(JSON.parse(await fs.readFile(file, 'utf8'))['sft.identity.v1']), false);
+});
+
+test('sft --version and sft-relay --version print the package version and the protocol version', async () => {
+  const { version } = JSON.parse(await fs.readFile(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  for (const program of ['sft', 'sft-relay'] as const) {
+    const result = await run(program, ['--version']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.trim(), `${version} (protocol ${PROTOCOL_VERSION})`, program);
+  }
 });
 
 test('sft send and sft receive move files and a folder between processes', async () => {
