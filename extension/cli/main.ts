@@ -7,7 +7,7 @@ import './heap'; // First: sizes the heap before anything else loads (see heap.t
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { RelayClient } from '../core/client';
 import { SftError, toSftError } from '../core/errors';
 import { fingerprint, safetyNumber, shortPeerId } from '../core/crypto/identity';
@@ -22,6 +22,15 @@ import { TransferJournal, type OutgoingRecord } from '../core/transfer/journal';
 import { confirm, progressPrinter } from './terminal';
 import { EXIT_CODES, exitCodeFor } from './exit-codes';
 import { versionLine } from '../core/version';
+
+/** The login name; a container or CI job may run as a user id with no account, which has none. */
+function defaultName(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return process.env.USER ?? process.env.USERNAME ?? 'sft user';
+  }
+}
 
 function defaultIdentityDir(): string {
   if (process.platform === 'win32') return path.join(process.env.APPDATA ?? path.join(os.homedir(), 'AppData', 'Roaming'), 'sft');
@@ -38,8 +47,18 @@ interface CommonOptions {
   ca?: string;
 }
 
+/** A file named by an option, with the option and the path in the error (exit 7). */
+async function readOptionFile(option: string, file: string): Promise<string> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (error) {
+    const why = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : toSftError(error).message;
+    throw new SftError('IO', `Could not read ${option} ${escapeForDisplay(file)}: ${why}`, error);
+  }
+}
+
 async function resolveToken(options: CommonOptions): Promise<string | undefined> {
-  if (options.tokenFile) return (await fs.readFile(options.tokenFile, 'utf8')).trim();
+  if (options.tokenFile) return (await readOptionFile('--token-file', options.tokenFile)).trim();
   if (options.token && process.argv.some((a) => a === '--token' || a.startsWith('--token='))) {
     // The process list shows argv to every local user; environment and files are private.
     process.stderr.write('warning: --token is visible in the process list; prefer SFT_TOKEN or --token-file.\n');
@@ -47,7 +66,7 @@ async function resolveToken(options: CommonOptions): Promise<string | undefined>
   return options.token;
 }
 
-async function openSession(options: CommonOptions) {
+async function openSession(options: Pick<CommonOptions, 'identity'>) {
   const store = new FileSecretStore(path.join(options.identity, 'identity.json'));
   const { identity, created } = await loadOrCreateIdentity(store);
   if (created) process.stderr.write(`Created a new identity in ${store.file} (peer id ${identity.peerId}).\n`);
@@ -67,7 +86,7 @@ type Session = Awaited<ReturnType<typeof openSession>>;
 async function connect(options: CommonOptions, beforeJoin?: (client: RelayClient, session: Session) => void) {
   const session = await openSession(options);
   const token = await resolveToken(options);
-  const ca = options.ca ? await fs.readFile(options.ca, 'utf8') : undefined;
+  const ca = options.ca ? await readOptionFile('--ca', options.ca) : undefined;
   // Reconnect after a drop: a running transfer then resumes where it stopped (sender.ts, receiver.ts).
   const client = new RelayClient({ url: options.relay, identity: session.identity, name: options.name, reconnect: true, ...(token ? { token } : {}), ...(ca ? { ca } : {}) });
   openClients.add(client);
@@ -99,18 +118,23 @@ function program(): Command {
     .description('Send and receive files end-to-end encrypted through a Secure File Transfer relay.')
     .version(versionLine(), '-V, --version', 'print the version and the protocol version')
     .showHelpAfterError()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // Commander's own exits (a usage error, --help, --version) come back here as errors, so a usage
+    // error exits 2 as documented instead of Commander's 1. Inherited by the commands below.
+    .exitOverride();
 
+  const identityOption = () => new Option('--identity <dir>', 'folder holding this identity (key file mode 0600)').env('SFT_IDENTITY_DIR').default(defaultIdentityDir());
   const common = (command: Command) =>
     command
       .addOption(new Option('--relay <url>', 'relay address').env('SFT_RELAY').default('http://127.0.0.1:7474'))
       .addOption(new Option('--token <token>', 'team token (prefer SFT_TOKEN or --token-file: argv is visible to other users)').env('SFT_TOKEN'))
       .addOption(new Option('--token-file <file>', 'read the team token from a file'))
       .addOption(new Option('--ca <file>', 'PEM certificate(s) to trust for a wss:// relay with a private CA').env('SFT_CA'))
-      .addOption(new Option('--name <name>', 'display name shown to teammates').env('SFT_NAME').default(os.userInfo().username))
-      .addOption(new Option('--identity <dir>', 'folder holding this identity (key file mode 0600)').env('SFT_IDENTITY_DIR').default(defaultIdentityDir()));
+      .addOption(new Option('--name <name>', 'display name shown to teammates').env('SFT_NAME').default(defaultName()))
+      .addOption(identityOption());
 
-  common(cli.command('id').description("print this identity's peer id and fingerprint")).action(async (options: CommonOptions) => {
+  // Never connects: only the identity folder matters.
+  cli.command('id').description("print this identity's peer id and fingerprint").addOption(identityOption()).action(async (options: Pick<CommonOptions, 'identity'>) => {
     const { identity } = await openSession(options);
     process.stdout.write(`peer id:     ${identity.peerId}\nfingerprint: ${fingerprint(identity)}\n`);
   });
@@ -143,8 +167,12 @@ function program(): Command {
         trust.markVerified(peer.peerId, peer.name);
         await saveTrustFile(trustFile, trust);
         process.stdout.write(`Marked ${escapeForDisplay(peer.name)} as verified.\n`);
+      } else if (!process.stdin.isTTY) {
+        process.stderr.write('Not marked as verified: there is no terminal to ask on. Compare the numbers, then run this again with --yes.\n');
+        process.exitCode = EXIT_CODES.usage;
       } else {
         process.stdout.write('Not marked as verified.\n');
+        process.exitCode = EXIT_CODES.failed;
       }
       await client.closeGracefully();
     });
@@ -155,6 +183,12 @@ function program(): Command {
     .option('--json', 'print the result as JSON')
     .option('--trust-changed-key', 'send even to a peer whose key changed (its name was first met, or verified, with another key)')
     .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
+      // A mistyped path is the user's to fix before anyone is contacted.
+      for (const p of paths) {
+        await fs.stat(p).catch((error: unknown) => {
+          throw (error as NodeJS.ErrnoException).code === 'ENOENT' ? new SftError('IO', `${escapeForDisplay(p)} does not exist.`, error) : toSftError(error);
+        });
+      }
       const { client, trust, journal } = await connect(options);
       const names = options.to.split(',').map((s) => s.trim());
       // The same command again after an earlier `sft send` was killed: continue that transfer.
@@ -204,6 +238,11 @@ function program(): Command {
   common(cli.command('resume').description('continue every transfer an earlier sft send left unfinished (killed or crashed)'))
     .option('--json', 'print each result as JSON')
     .action(async (options: CommonOptions & { json?: boolean }) => {
+      // Nothing to resume needs no relay: say so even when it cannot be reached.
+      if ((await openSession(options).then((session) => session.journal.outgoing())).length === 0) {
+        process.stderr.write('No interrupted transfers to resume.\n');
+        return;
+      }
       const { client, journal } = await connect(options);
       const graceMs = client.resumeGraceMs;
       let exit: number = EXIT_CODES.ok;
@@ -418,9 +457,14 @@ function namesOf(peers: readonly PeerInfo[]): string {
 program()
   .parseAsync(process.argv)
   .catch((error: unknown) => {
+    if (error instanceof CommanderError) {
+      // Commander has said what was wrong (and shown the help); --help and --version exit 0.
+      process.exitCode = error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
+      return;
+    }
     const e = toSftError(error);
     process.stderr.write(`sft: ${e.message} (${e.code})\n`);
-    process.exitCode = error instanceof SftError ? exitCodeFor(e.code) : EXIT_CODES.failed;
+    process.exitCode = exitCodeFor(e.code);
   })
   .finally(async () => {
     // Let the relay acknowledge the last answer or receipt before the connection goes.

@@ -33,13 +33,13 @@ after(async () => {
 });
 
 test('sft id creates a private identity file and prints the peer id and fingerprint', async () => {
-  const result = await run('sft', ['id', ...as('ida')], env);
+  const result = await run('sft', ['id', '--identity', path.join(work, 'id-ida')], env);
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^peer id: +[a-z2-7]{26}$/m);
   assert.match(result.stdout, /^fingerprint: +(\d{5} ){5}\d{5}$/m);
   const file = path.join(work, 'id-ida', 'identity.json');
   if (process.platform !== 'win32') assert.equal((await fs.stat(file)).mode & 0o777, 0o600);
-  const again = await run('sft', ['id', ...as('ida')], env);
+  const again = await run('sft', ['id', '--identity', path.join(work, 'id-ida')], env);
   assert.equal(again.stdout, result.stdout, 'the identity is stable across runs');
   assert.equal(result.stdout.includes(JSON.parse(await fs.readFile(file, 'utf8'))['sft.identity.v1']), false);
 });
@@ -93,7 +93,25 @@ test('exit codes: unknown recipient, missing token, declined offer, missing file
   assert.equal(await decliner.exited, EXIT_CODES.declined);
 
   const missing = await run('sft', ['send', path.join(src, 'nope.bin'), '--to', 'carol', ...as('erin')], env);
-  assert.notEqual(missing.code, EXIT_CODES.ok);
+  assert.equal(missing.code, EXIT_CODES.io, missing.stderr);
+  assert.match(missing.stderr, /nope\.bin does not exist\. \(IO\)/);
+});
+
+test('usage errors exit 2; an unreadable --token-file names itself and exits 7; resume with nothing to resume needs no relay', async () => {
+  for (const args of [['send', 'f.bin'], ['send', 'f.bin', '--to'], ['receive'], ['bogus'], ['id', '--relay', env.SFT_RELAY!]]) {
+    const result = await run('sft', args, env);
+    assert.equal(result.code, EXIT_CODES.usage, `${args.join(' ')}: ${result.stderr}`);
+    assert.match(result.stderr, /^error: /m, args.join(' '));
+  }
+  assert.equal((await run('sft', ['--help'], env)).code, EXIT_CODES.ok);
+  const tokenFile = path.join(work, 'no-such-token');
+  const noFile = await run('sft', ['peers', '--token-file', tokenFile, ...as('ivy')], { SFT_RELAY: env.SFT_RELAY! });
+  assert.equal(noFile.code, EXIT_CODES.io, noFile.stderr);
+  assert.ok(noFile.stderr.includes(`Could not read --token-file ${tokenFile}: it does not exist`), noFile.stderr);
+  // No relay listens on port 9 of loopback; with no journal, resume does not try to reach one.
+  const nothing = await run('sft', ['resume', ...as('ivy')], { SFT_RELAY: 'http://127.0.0.1:9' });
+  assert.equal(nothing.code, EXIT_CODES.ok, nothing.stderr);
+  assert.match(nothing.stderr, /No interrupted transfers to resume/);
 });
 
 test('sft verify shows the same safety number on both sides and records the verification', async () => {
@@ -109,7 +127,8 @@ test('sft verify shows the same safety number on both sides and records the veri
   assert.ok(number(fromFrank.stdout));
   assert.equal(number(fromFrank.stdout), number(fromGrace.stdout));
   assert.match(fromFrank.stdout, /Marked grace as verified/);
-  assert.match(fromGrace.stdout, /Not marked as verified/, 'without a terminal or --yes, nothing is marked');
+  assert.match(fromGrace.stderr, /Not marked as verified: there is no terminal to ask on/, 'without a terminal or --yes, nothing is marked');
+  assert.equal(fromGrace.code, EXIT_CODES.usage);
   const trust = JSON.parse(await fs.readFile(path.join(work, 'id-frank', 'trust.json'), 'utf8')) as { peers: Record<string, { verifiedAt?: string }> };
   assert.equal(Object.values(trust.peers).filter((p) => p.verifiedAt).length, 1);
 });

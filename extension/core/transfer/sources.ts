@@ -62,7 +62,7 @@ export async function collectSources(paths: readonly string[]): Promise<Sources>
     }
   } catch (error) {
     const e = toSftError(error);
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new SftError('SOURCE_CHANGED', `${(error as NodeJS.ErrnoException).path ?? 'A file'} does not exist.`, error);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new SftError('IO', `${(error as NodeJS.ErrnoException).path ?? 'A file'} does not exist.`, error);
     throw e;
   }
   // The receiver will refuse names that are not portable; say so before anything is offered.
