@@ -75,8 +75,21 @@ export class Session implements vscode.Disposable {
   }
 
   verdict(peer: PeerInfo): TrustVerdict {
-    return this.trustBook.verdict(peer.peerId, peer.name);
+    return this.trust().verdict(peer.peerId, peer.name);
   }
+
+  /**
+   * The trust book, with what another window saved since this one last looked: VS Code carries
+   * global state between windows, so a key verified (or a name first met) there counts here at
+   * once, not only after this window next saves.
+   */
+  private trust(): TrustBook {
+    const stored = this.context.globalState.get<TrustState>(TRUST_STATE_KEY);
+    if (stored !== this.trustSeen && stored && typeof stored.peers === 'object' && stored.peers !== null) this.trustBook.merge(stored);
+    this.trustSeen = stored;
+    return this.trustBook;
+  }
+  private trustSeen: TrustState | undefined;
 
   /** The connected client, or a clear error saying what to do. */
   requireClient(): RelayClient {
@@ -180,7 +193,7 @@ export class Session implements vscode.Disposable {
       }
     });
     client.on('warning', (error) => this.log.warn(`Dropped a message from the relay: ${safeText(error.message)} (${error.code})`));
-    const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trustBook.verdict(peerId, name), journal: this.journal });
+    const inbox = new Inbox(client, { trustOf: (peerId, name) => this.trust().verdict(peerId, name), journal: this.journal });
     this.inboxValue = inbox;
     this.inboxEmitter.fire(inbox);
     try {

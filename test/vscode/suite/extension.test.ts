@@ -437,6 +437,23 @@ export function registerExtensionTests(): void {
     });
 
     // Trust on first use: Dave is only ever seen, never verified, and his name is still pinned.
+    it('counts a verification another window saved, before this window saves anything', async function () {
+      const erin = await teammate(ctx, 'Erin');
+      cleanup.push(() => erin.client.closeGracefully());
+      const peer = await waitFor('Erin listed', () => api.session.peers.find((p) => p.peerId === erin.info.peerId));
+      assert.equal(api.session.verdict(peer), 'seen');
+      // Another window verifies Erin and saves its book. VS Code carries global state between
+      // windows; a second window cannot run in this suite, so its save is made to the same store.
+      const store = api.testing!.context.globalState;
+      const other = new TrustBook(structuredClone(store.get<TrustState>('sft.trust.v1')));
+      other.markVerified(erin.info.peerId, 'Erin');
+      await store.update('sft.trust.v1', other.snapshot);
+      assert.equal(api.session.verdict(peer), 'verified');
+      assert.equal((await api.peersView.getTreeItem(peer)).contextValue, 'peer.verified');
+      await erin.client.closeGracefully();
+      await waitFor('Erin gone', () => !api.session.peers.some((p) => p.peerId === erin.info.peerId));
+    });
+
     let dave: Awaited<ReturnType<typeof teammate>>;
 
     it('pins a name on first contact: a seen, unverified name arriving with another key is KEY CHANGED', async function () {
