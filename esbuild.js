@@ -1,6 +1,7 @@
 // Bundles every entry point: the relay and the command-line client (Node programs), the demo and
 // benchmark, the VS Code extension and its extension-host test suite. Type-checking is separate
 // (`npm run typecheck`).
+const fs = require('node:fs');
 const esbuild = require('esbuild');
 
 const production = process.argv.includes('--production');
@@ -35,8 +36,9 @@ const builds = [
       demo: 'scripts/demo.ts',
       bench: 'scripts/bench/run.ts',
       'bench-tcp-relay': 'scripts/bench/tcp-relay.ts',
-      // The extension-host test suites (run inside a real VS Code, see test/vscode).
-      'test/vscode-suite': 'test/vscode/suite/index.ts',
+      // The extension-host test suites (run inside a real VS Code, see test/vscode); a build
+      // without test/ (deploy/Containerfile copies only what the relay needs) leaves them out.
+      ...(fs.existsSync('test/vscode/suite/index.ts') ? { 'test/vscode-suite': 'test/vscode/suite/index.ts' } : {}),
     },
   },
   {

@@ -51,7 +51,7 @@ export const AUDIT_FIELDS: Readonly<Record<AuditField, string>> = {
   to: "offer: the recipients' peer ids (array). accept to fail: the one recipient whose leg this line is about.",
   by: 'cancel/fail: the peer id that ended the leg: the sender (also for relay-side checks on its stream) or a recipient (also when it disconnected).',
   cipherBytes:
-    'offer: the ciphertext size the sender declared. complete/cancel/fail: ciphertext bytes the relay forwarded for the transfer so far. Never a plaintext size.',
+    'offer: the ciphertext size the sender declared. complete/cancel/fail: ciphertext bytes the relay forwarded for the transfer so far. Ciphertext only, but with the chunk count it gives the transfer\'s total plaintext size (16 bytes less per chunk): the log shows how large each transfer was, never a name.',
   chunks: 'offer: the number of ciphertext chunks declared.',
   durationMs: 'complete/cancel/fail: milliseconds from the offer to the end of this leg.',
 };

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { parseBytes } from '../extension/core/format';
+import { DEFAULT_CHUNK_SIZE, layoutFor } from '../extension/core/crypto/stream';
 import { PEER_ID_PATTERN } from '../extension/core/crypto/identity';
 import type { TeamToken } from './relay';
 
@@ -28,8 +29,9 @@ export const RelayConfigSchema = z
     tokenFile: z.string().optional(),
     tlsCert: z.string().optional(),
     tlsKey: z.string().optional(),
-    maxFileSize: size.optional(),
-    maxBytesPerClientPerHour: size.optional(),
+    // Leave a limit unset for none: 0 would refuse every offer.
+    maxFileSize: size.pipe(z.number().positive({ error: 'must be more than 0 (leave it unset for no limit)' })).optional(),
+    maxBytesPerClientPerHour: size.pipe(z.number().positive({ error: 'must be more than 0 (leave it unset for no limit)' })).optional(),
     maxTransfersPerClient: wholeNumber.pipe(z.number().min(1)).default(8),
     maxTransfers: wholeNumber.pipe(z.number().min(1)).optional(),
     maxOffersPerClientPerMinute: wholeNumber.pipe(z.number().min(1)).default(60),
@@ -39,8 +41,8 @@ export const RelayConfigSchema = z
     allowList: z.string().optional(),
     window: wholeNumber.pipe(z.number().min(1).max(1024)).default(16),
     auditLog: z.string().optional(),
-    auditMaxBytes: size.optional(),
-    auditKeep: wholeNumber.pipe(z.number().min(1)).default(5),
+    auditMaxBytes: size.pipe(z.number().positive({ error: 'must be more than 0' })).optional(),
+    auditKeep: wholeNumber.default(5),
     metricsPort: wholeNumber.pipe(z.number().max(65535)).optional(),
     metricsHost: z.string().min(1).default('127.0.0.1'),
     shutdownGrace: seconds.default(30),
@@ -57,10 +59,16 @@ export const RelayConfigSchema = z
   })
   .strict()
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), { message: 'tlsCert and tlsKey go together', path: ['tlsCert'] })
-  .refine((c) => c.maxBytesPerClientPerHour === undefined || c.maxFileSize === undefined || c.maxBytesPerClientPerHour >= c.maxFileSize, {
-    message: 'must be at least maxFileSize, or the largest allowed file could never be sent',
+  // The budget is charged in ciphertext: the file plus a 16-byte tag per chunk of at most 1 MiB.
+  .refine((c) => c.maxBytesPerClientPerHour === undefined || c.maxFileSize === undefined || c.maxBytesPerClientPerHour >= cipherBytesOf(c.maxFileSize), {
+    message: 'must be at least maxFileSize plus its encryption overhead (16 bytes per MiB), or the largest allowed file could never be sent',
     path: ['maxBytesPerClientPerHour'],
   });
+
+/** The most ciphertext a payload of `plainBytes` can take: one tag per chunk of the smallest default size. */
+function cipherBytesOf(plainBytes: number): number {
+  return layoutFor(plainBytes, DEFAULT_CHUNK_SIZE).cipherBytes;
+}
 
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;
 export type RelayConfigKey = keyof z.input<typeof RelayConfigSchema>;

@@ -5,7 +5,7 @@
  * and SIGTERM drain running transfers for the grace period, then stop.
  */
 import fs from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import pino from 'pino';
 import { createRelay } from './relay';
 import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, readConfigFile, redacted, validateConfig, type RelayConfig } from './config';
@@ -48,7 +48,13 @@ const command = new Command('sft-relay')
   .addOption(new Option('--config <file>', 'JSON or YAML file with any of the settings below').env('SFT_RELAY_CONFIG'))
   .showHelpAfterError();
 for (const key of CONFIG_KEYS) command.addOption(new Option(`--${flagOf(key)} <value>`, HELP[key] ?? key).env(envOf(key)));
-command.parse(process.argv);
+// A bad flag is a bad setting: exit 2, as for a bad key (systemd's RestartPreventExitStatus=2).
+command.exitOverride();
+try {
+  command.parse(process.argv);
+} catch (error) {
+  process.exit(error instanceof CommanderError && error.exitCode === 0 ? 0 : 2);
+}
 
 function configure(): RelayConfig {
   const flags = command.opts<Record<string, unknown> & { config?: string }>();
@@ -58,6 +64,20 @@ function configure(): RelayConfig {
   const config = validateConfig(merged, flags.config ?? 'settings');
   if (command.getOptionValueSource('token') === 'cli') process.stderr.write('warning: --token is visible in the process list; prefer SFT_RELAY_TOKEN or --token-file.\n');
   if ('token' in file) process.stderr.write(`warning: ${flags.config} holds a token; prefer tokenFile (mode 0600) or SFT_RELAY_TOKEN.\n`);
+  // A misspelt variable (SFT_RELAY_TOKENS=…) would otherwise be ignored without a word.
+  const known = new Set([...CONFIG_KEYS.map(envOf), 'SFT_RELAY_CONFIG']);
+  for (const name of Object.keys(process.env).filter((n) => n.startsWith('SFT_RELAY_') && !known.has(n)).sort()) {
+    process.stderr.write(`warning: ${name} is not a setting of sft-relay and is ignored (see sft-relay --help).\n`);
+  }
+  // The audit trail is a setting like any other: a path that cannot be written stops the relay now,
+  // not as an error logged once it runs without a trail.
+  if (config.auditLog) {
+    try {
+      fs.closeSync(fs.openSync(config.auditLog, 'a', 0o600));
+    } catch (error) {
+      throw new ConfigError(`auditLog: cannot write ${config.auditLog} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
   return config;
 }
 
@@ -101,24 +121,37 @@ try {
 relay.start().then(
   (url) => {
     process.stdout.write(`sft-relay listening on ${url}\n`);
-    logger.info({ config: redacted(config), tokens: loadTokens(config).length, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
+    const tokens = loadTokens(config).length;
+    logger.info({ config: redacted(config), tokens, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
+    if (tokens === 0) logger.warn({ host: config.host }, 'no team token is set: this relay admits anyone who can reach it');
   },
-  (error: NodeJS.ErrnoException) => {
+  (error: NodeJS.ErrnoException & { port?: number }) => {
     if (config.redis && !error.syscall?.startsWith('listen')) {
       process.stderr.write(`sft-relay: could not reach redis at ${redacted(config).redis as string}: ${error.code ?? error.message}\n`);
       process.exit(1);
     }
-    process.stderr.write(`sft-relay: could not listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
+    const metricsPort = config.metricsPort !== undefined && error.port === config.metricsPort;
+    const where = metricsPort ? `the metrics port ${config.metricsHost}:${config.metricsPort}` : `${config.host}:${config.port}`;
+    process.stderr.write(`sft-relay: could not listen on ${where}: ${error.code ?? error.message}\n`);
     process.exit(1);
   },
 );
+
+/** What the relay runs with now, to tell a reload that empties a file from one that never had entries. */
+let loaded = { tokens: loadTokens(config).length, allowList: loadAllowList(config)?.size ?? 0 };
 
 /** Re-reads tokens and the allow-list; a bad file is reported and the old settings kept. */
 async function reload(why: string): Promise<void> {
   try {
     const tokens = loadTokens(config);
     const allowList = loadAllowList(config);
+    // An emptied file is far more often a mistake, or a file caught halfway through being
+    // rewritten, than a wish to open the relay to anyone (no tokens) or to shut everyone out (an
+    // empty allow-list): both take a restart.
+    if (tokens.length === 0 && loaded.tokens > 0) throw new Error('the token list is now empty; to run without tokens, restart the relay');
+    if (allowList?.size === 0 && loaded.allowList > 0) throw new Error('the allow-list is now empty; to admit nobody, stop the relay');
     await relay.reload({ tokens, allowList });
+    loaded = { tokens: tokens.length, allowList: allowList?.size ?? 0 };
     logger.info({ why, tokens: tokens.length, allowList: allowList?.size ?? null }, 'reloaded tokens and allow-list');
   } catch (error) {
     logger.error({ why, error: (error as Error).message }, 'reload failed; keeping the previous settings');

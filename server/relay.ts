@@ -471,6 +471,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
         const here = publicOrigins.size > 0 ? publicOrigins.has(origin.toLowerCase()) : origin.toLowerCase() === String(socket.handshake.headers.host ?? '').toLowerCase();
         if (!here || !checkJoinProof(peerIdentity(peer), Buffer.from(nonce, 'base64url'), relayId, origin, Buffer.from(proof, 'base64url'))) {
           audit.write({ event: 'refused', code: 'BAD_PROOF', address: clientAddress(socket), peer: peer.peerId });
+          metrics.refused('BAD_PROOF');
+          // Most often the relay's own configuration: clients dial a URL that publicUrl does not list.
+          if (!here) log.info({ origin, publicUrls: [...publicOrigins] }, 'refused a join signed for another address (check publicUrl)');
           reply({ ok: false, error: errorMessage('BAD_PROOF', 'The relay could not verify that you hold the key for this peer id.') });
           socket.disconnect(true);
           return;

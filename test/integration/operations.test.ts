@@ -77,6 +77,11 @@ test('tokens rotate on SIGHUP without dropping connected clients; the old token 
   await fs.writeFile(tokenFile, 'old-token-1111\n', { mode: 0o600 });
   const { relay, h } = await relayProcess(['--token-file', tokenFile]);
   const early = await h.peer('early', { token: 'old-token-1111' });
+  // A token file caught empty (being rewritten, or emptied by mistake) does not open the relay.
+  await fs.writeFile(tokenFile, '# nothing yet\n');
+  relay.child.kill('SIGHUP');
+  await waitForLine(relay.stderr, /the token list is now empty; to run without tokens, restart the relay.*reload failed; keeping the previous settings/);
+  await assert.rejects(h.peer('tokenless'), { code: 'UNAUTHORIZED' });
   await fs.writeFile(tokenFile, '# rotated\nnew-token-2222\n');
   relay.child.kill('SIGHUP');
   await waitForLine(relay.stderr, /reloaded tokens and allow-list/);
@@ -196,6 +201,23 @@ test('configuration errors name the bad key, and the effective configuration is 
   const badSize = await run('sft-relay', ['--max-file-size', 'huge']);
   assert.equal(badSize.code, 2);
   assert.match(badSize.stderr, /maxFileSize: expected a size/);
+  // Bad flags are bad settings too (Commander alone would exit 1, and systemd would restart it).
+  for (const args of [['--max-fle-size', '1GB'], ['--port'], ['extra-argument']]) {
+    const result = await run('sft-relay', args);
+    assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+    assert.match(result.stderr, /^error: /m);
+  }
+  const zero = await run('sft-relay', ['--max-file-size', '0']);
+  assert.equal(zero.code, 2);
+  assert.match(zero.stderr, /maxFileSize: must be more than 0 \(leave it unset for no limit\)/);
+  // A budget equal to the largest file cannot carry it: the ciphertext is 16 bytes per MiB larger.
+  const tight = await run('sft-relay', ['--max-file-size', '1GiB', '--max-bytes-per-client-per-hour', '1GiB']);
+  assert.equal(tight.code, 2);
+  assert.match(tight.stderr, /maxBytesPerClientPerHour: must be at least maxFileSize plus its encryption overhead/);
+  const auditPath = path.join(work, 'no-such-folder', 'audit.jsonl');
+  const noAudit = await run('sft-relay', ['--audit-log', auditPath]);
+  assert.equal(noAudit.code, 2);
+  assert.ok(noAudit.stderr.includes(`auditLog: cannot write ${auditPath} (ENOENT)`), noAudit.stderr);
 
   const good = path.join(work, 'good.json');
   await fs.writeFile(good, JSON.stringify({ maxFileSize: '1GB', recipients: 'same-team', port: 1 }));
@@ -207,6 +229,12 @@ test('configuration errors name the bad key, and the effective configuration is 
   assert.equal(logged.config.recipients, 'same-team');
   assert.equal(logged.config.token, '[redacted]');
   assert.equal(relay.stderr.join('\n').includes('very-secret-token'), false);
+
+  // A misspelt variable is named, not ignored; a relay with no token says that anyone may join.
+  const { relay: open } = await relayProcess(['--port', '0'], { SFT_RELAY_TOKENS: 'meant-as-a-token' });
+  await waitForLine(open.stderr, /no team token is set: this relay admits anyone who can reach it/);
+  assert.match(open.stderr.join('\n'), /warning: SFT_RELAY_TOKENS is not a setting of sft-relay and is ignored/);
+  assert.equal(open.stderr.join('\n').includes('meant-as-a-token'), false);
 });
 
 test('graceful shutdown: a running transfer finishes, new clients are turned away, then the relay exits 0', async () => {
