@@ -74,9 +74,9 @@ export class ProgressMeter {
   }
 }
 
-const SIZE_SUFFIXES: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+const SIZE_SUFFIXES: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40, ki: 2 ** 10, mi: 2 ** 20, gi: 2 ** 30, ti: 2 ** 40 };
 
-/** Parses "500MB", "2GiB", "1048576"; returns undefined when it is not a size. */
+/** Parses "500MB", "2GiB" (or "2Gi"), "1048576"; returns undefined when it is not a size. */
 export function parseBytes(text: string): number | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   const factor = match ? SIZE_SUFFIXES[match[2]!.toLowerCase()] : undefined;

@@ -134,16 +134,16 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     // An invite's token replaces the one kept for that relay only if it gets this window in.
     const previousToken = token ? await session.getToken(url) : undefined;
     if (token) await session.setToken(url, token);
+    // The address is remembered (for the next start) only once it admits this window, or while it
+    // is being retried: a mistyped or refusing relay would otherwise be dialled at every start.
+    // Written after connecting, the settings listener sees it is already in use.
     try {
-      // Connect first, then remember the address: the settings listener sees it is already in use.
-      const connecting = connectTo(url);
-      connecting.catch(() => undefined); // Handled below, once the setting is written.
-      await settings.setRelayUrl(url);
-      await connecting;
+      await connectTo(url);
     } catch (error) {
       const e = toSftError(error);
       if (token && e.code === 'UNAUTHORIZED') await session.setToken(url, previousToken);
       if (e.code === 'RELAY_UNREACHABLE' && session.state === 'connecting') {
+        await settings.setRelayUrl(url);
         // The client keeps trying with backoff; the status bar shows when it gets through.
         void vscode.window.showWarningMessage(`Could not reach the relay at ${safeText(new URL(url).host)} yet; retrying in the background.`);
         return;
@@ -153,6 +153,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       if (!(await askForToken(url))) return;
       await connectTo(url);
     }
+    await settings.setRelayUrl(url);
   });
 
   const askForToken = async (url: string): Promise<boolean> => {
@@ -196,7 +197,16 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   });
 
   register('startRelay', async () => {
-    if (session.state !== 'disconnected' && !(await confirmIfBusy('Switching to your own relay'))) return;
+    const elsewhere = session.state !== 'disconnected' && session.relayUrl !== relayHost.running?.localUrl ? session.relayUrl : undefined;
+    if (elsewhere) {
+      const answer = await ask(
+        'warning',
+        `Start your own relay and move this window to it?`,
+        { modal: true, detail: `This window leaves the relay at ${safeText(new URL(elsewhere).host)}: teammates there no longer see you until you connect to it again.` },
+        'Start and Switch',
+      );
+      if (answer !== 'Start and Switch' || !(await confirmIfBusy('Switching to your own relay'))) return;
+    }
     const running = await relayHost.start();
     await session.setToken(running.localUrl, running.token);
     await connectTo(running.localUrl);
@@ -212,6 +222,17 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   register('stopRelay', async () => {
     const running = relayHost.running;
+    const mine = running && session.relayUrl === running.localUrl && session.state === 'connected' ? 1 : 0;
+    const teammates = relayHost.peers() - mine;
+    if (teammates > 0) {
+      const answer = await ask(
+        'warning',
+        `Stop the relay? ${teammates} teammate${teammates === 1 ? ' is' : 's are'} connected to it.`,
+        { modal: true, detail: 'They are disconnected, and transfers running through it end.' },
+        'Stop Relay',
+      );
+      if (answer !== 'Stop Relay') return;
+    }
     if (running && session.relayUrl === running.localUrl) {
       if (!(await confirmIfBusy('Stopping the relay'))) return;
       session.disconnect();
@@ -242,11 +263,16 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     if (!invite) throw new SftError('BAD_MESSAGE', 'No relay is running in this window. Run "Secure Transfer: Start Relay" first.');
     await vscode.env.clipboard.writeText(invite);
     const link = `${vscode.env.uriScheme}://${context.extension.id}/connect?invite=${encodeURIComponent(invite)}`;
-    const choice = await vscode.window.showInformationMessage(
-      'Invite copied. It holds the team token: share it only with teammates, privately. They paste it into "Secure Transfer: Connect to Relay…", or click the invite link.',
+    const localOnly = relayHost.running?.localOnly === true;
+    const choice = await (localOnly ? vscode.window.showWarningMessage : vscode.window.showInformationMessage)(
+      localOnly
+        ? 'Invite copied, but your relay accepts connections from this machine only: teammates on other machines cannot use it. Set secureFileTransfer.relay.host to 0.0.0.0 and start the relay again to let them in.'
+        : 'Invite copied. It holds the team token: share it only with teammates, privately. They paste it into "Secure Transfer: Connect to Relay…", or click the invite link.',
+      ...(localOnly ? ['Open Setting'] : []),
       'Copy Invite Link',
     );
     if (choice === 'Copy Invite Link') await vscode.env.clipboard.writeText(link);
+    if (choice === 'Open Setting') await vscode.commands.executeCommand('workbench.action.openSettings', 'secureFileTransfer.relay.host');
   });
 
   // A clicked invite link (vscode://…/connect?invite=…): connect only after the user says yes, since
@@ -332,9 +358,14 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   register('revealReceived', (arg?: TransferEntry | string) => revealReceived(entryOf(arg)));
   register('clearFinished', () => transfers.clearFinished());
 
+  register('showLog', () => log.show());
+
   register('showStatusActions', async () => {
-    type Action = vscode.QuickPickItem & { command?: string };
+    type Action = vscode.QuickPickItem & { command?: string; args?: unknown[] };
     const actions: Action[] = [];
+    // Another window (or sft) took this identity's connection: one click takes it back, to the same relay.
+    const takeBack = session.replacedElsewhere ? (session.relayUrl ?? settings.relayUrl()) : undefined;
+    if (takeBack && session.state !== 'connected') actions.push({ label: '$(plug) Connect This Window Again', description: safeText(new URL(takeBack).host), command: 'secureFileTransfer.connect', args: [takeBack] });
     if (session.state === 'connected') actions.push({ label: '$(send) Send to…', command: 'secureFileTransfer.sendTo' }, { label: '$(shield) Verify Safety Number…', command: 'secureFileTransfer.verifyPeer' });
     if (session.state !== 'connected') actions.push({ label: '$(plug) Connect to Relay…', command: 'secureFileTransfer.connect' });
     if (session.state !== 'disconnected') actions.push({ label: '$(debug-disconnect) Disconnect', command: 'secureFileTransfer.disconnect' });
@@ -342,8 +373,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     else actions.push({ label: '$(server-process) Start Relay', command: 'secureFileTransfer.startRelay' });
     actions.push({ label: '$(key) Show My Fingerprint', command: 'secureFileTransfer.showFingerprint' }, { label: '$(output) Show Log', command: 'secureFileTransfer.showLog' });
     const picked = await vscode.window.showQuickPick(actions, { title: `Secure Transfer: ${session.state}${session.relayUrl ? ` (${session.relayUrl})` : ''}` });
-    if (picked?.command === 'secureFileTransfer.showLog') log.show();
-    else if (picked?.command) await vscode.commands.executeCommand(picked.command);
+    if (picked?.command) await vscode.commands.executeCommand(picked.command, ...(picked.args ?? []));
   });
 
   /** An invite pasted straight into the relayUrl setting: the token moves to SecretStorage. */
@@ -425,5 +455,10 @@ function showError(error: unknown, log: Log): void {
   if (wasShown(error)) return;
   const e = toSftError(error);
   log.error(`${e.message} (${e.code})${e.detail instanceof Error ? `: ${e.detail.message}` : ''}`);
-  void vscode.window.showErrorMessage(`${safeText(e.message)} (${e.code})`);
+  // An unexpected failure says little by itself: its cause is in the log.
+  if (e.code === 'INTERNAL') {
+    void vscode.window.showErrorMessage(`${safeText(e.message)} (${e.code})`, 'Show Log').then((choice) => (choice ? log.show() : undefined));
+  } else {
+    void vscode.window.showErrorMessage(`${safeText(e.message)} (${e.code})`);
+  }
 }

@@ -98,6 +98,11 @@ export class RelayHost implements vscode.Disposable {
     this.changeEmitter.fire(undefined);
   }
 
+  /** Peers joined to the running relay (this window among them, when it is connected to it). */
+  peers(): number {
+    return this.relay?.stats().peers ?? 0;
+  }
+
   /** The invite teammates paste into "Connect to Relay…". */
   invite(): string | undefined {
     if (!this.info) return undefined;

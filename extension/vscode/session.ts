@@ -149,7 +149,8 @@ export class Session implements vscode.Disposable {
 
   /**
    * Connects to `url` (replacing any current connection) and resolves once joined. After a drop the
-   * client reconnects by itself, with backoff (unless autoConnect is off); transfers under way resume.
+   * client reconnects by itself, with backoff; transfers under way resume (autoConnect is about
+   * connecting at start-up, not this).
    * A newer connect() or a disconnect() supersedes this one: it then rejects with CANCELLED.
    */
   async connect(url: string): Promise<void> {
@@ -162,7 +163,7 @@ export class Session implements vscode.Disposable {
     const identity = await this.identity();
     const token = await this.getToken(url);
     if (generation !== this.generation) throw new SftError('CANCELLED', 'A newer connection replaced this one.');
-    const client = new RelayClient({ url, identity, name: settings.displayName(), reconnect: settings.autoConnect(), ...(token ? { token } : {}) });
+    const client = new RelayClient({ url, identity, name: settings.displayName(), reconnect: true, ...(token ? { token } : {}) });
     this.client = client;
     let joined = false;
     client.on('state', (state) => {

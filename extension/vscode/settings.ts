@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as vscode from 'vscode';
 import { parseBytes } from '../core/format';
+import { SftError } from '../core/errors';
 
 const SECTION = 'secureFileTransfer';
 const config = () => vscode.workspace.getConfiguration(SECTION);
@@ -21,7 +22,11 @@ export const settings = {
   relayPort: (): number => config().get<number>('relay.port', 7474),
   relayMaxFileSize: (): number | undefined => {
     const text = config().get<string>('relay.maxFileSize', '').trim();
-    return text ? parseBytes(text) : undefined;
+    if (!text) return undefined;
+    // A value that is not a size must not quietly mean "no limit".
+    const bytes = parseBytes(text);
+    if (bytes === undefined) throw new SftError('BAD_MESSAGE', `The setting secureFileTransfer.relay.maxFileSize is not a size: use one such as 2GiB or 500MB, or leave it empty for no limit.`);
+    return bytes;
   },
   maxInMemorySize: (): number => parseBytes(config().get<string>('maxInMemorySize', '256MiB')) ?? 256 * 2 ** 20,
   affects: (event: vscode.ConfigurationChangeEvent, key: string) => event.affectsConfiguration(`${SECTION}.${key}`),

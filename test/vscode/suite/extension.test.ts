@@ -135,6 +135,9 @@ export function registerExtensionTests(): void {
     it('an invite whose token the relay refuses does not replace the token that works', async function () {
       await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=not-the-team-token`);
       assert.equal(await api.session.getToken(ctx.relayUrl), ctx.token, 'the working token is kept');
+      // A relay that refuses this window is not remembered for the next start either.
+      await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.shortGraceRelayUrl}#token=not-the-team-token`);
+      assert.equal(vscode.workspace.getConfiguration('secureFileTransfer').get('relayUrl'), ctx.relayUrl);
       await vscode.commands.executeCommand('secureFileTransfer.connect', ctx.relayUrl);
       assert.equal(api.session.state, 'connected');
     });
@@ -438,20 +441,21 @@ export function registerExtensionTests(): void {
 
     // Trust on first use: Dave is only ever seen, never verified, and his name is still pinned.
     it('counts a verification another window saved, before this window saves anything', async function () {
-      const erin = await teammate(ctx, 'Erin');
-      cleanup.push(() => erin.client.closeGracefully());
-      const peer = await waitFor('Erin listed', () => api.session.peers.find((p) => p.peerId === erin.info.peerId));
+      // A name no other test uses: verifying it pins it, which would make a later namesake KEY CHANGED.
+      const olive = await teammate(ctx, 'Olive');
+      cleanup.push(() => olive.client.closeGracefully());
+      const peer = await waitFor('Olive listed', () => api.session.peers.find((p) => p.peerId === olive.info.peerId));
       assert.equal(api.session.verdict(peer), 'seen');
-      // Another window verifies Erin and saves its book. VS Code carries global state between
+      // Another window verifies Olive and saves its book. VS Code carries global state between
       // windows; a second window cannot run in this suite, so its save is made to the same store.
       const store = api.testing!.context.globalState;
       const other = new TrustBook(structuredClone(store.get<TrustState>('sft.trust.v1')));
-      other.markVerified(erin.info.peerId, 'Erin');
+      other.markVerified(olive.info.peerId, 'Olive');
       await store.update('sft.trust.v1', other.snapshot);
       assert.equal(api.session.verdict(peer), 'verified');
       assert.equal((await api.peersView.getTreeItem(peer)).contextValue, 'peer.verified');
-      await erin.client.closeGracefully();
-      await waitFor('Erin gone', () => !api.session.peers.some((p) => p.peerId === erin.info.peerId));
+      await olive.client.closeGracefully();
+      await waitFor('Olive gone', () => !api.session.peers.some((p) => p.peerId === olive.info.peerId));
     });
 
     let dave: Awaited<ReturnType<typeof teammate>>;
@@ -702,7 +706,13 @@ export function registerExtensionTests(): void {
       const config = vscode.workspace.getConfiguration('secureFileTransfer');
       await config.update('relay.port', 0, vscode.ConfigurationTarget.Global);
       cleanup.push(() => config.update('relay.port', undefined, vscode.ConfigurationTarget.Global));
+      // The window is on the suite's relay: it is asked before it leaves it.
+      assert.equal(api.session.state, 'connected');
+      const switching = answerPrompts(api, (p) => (p.items.includes('Start and Switch') ? 'Start and Switch' : undefined));
       await vscode.commands.executeCommand('secureFileTransfer.startRelay');
+      switching.dispose();
+      assert.equal(switching.seen.length, 1);
+      assert.match(switching.seen[0]!.message, /Start your own relay and move this window to it\?/);
       const running = api.relayHost.running;
       assert.ok(running, 'the relay runs');
       assert.equal(api.session.relayUrl, running.localUrl);
@@ -737,10 +747,20 @@ export function registerExtensionTests(): void {
       await assert.rejects(revoked.connect(), { code: 'UNAUTHORIZED' });
       revoked.close();
       const dave = await teammate({ relayUrl: running.localUrl, token: rotated }, 'Dave');
-      await dave.client.closeGracefully();
       assert.equal(api.session.state, 'connected');
 
+      // Stopping the relay under a connected teammate asks first; dismissed, it keeps running.
+      const declined = answerPrompts(api, () => undefined);
       await vscode.commands.executeCommand('secureFileTransfer.stopRelay');
+      declined.dispose();
+      assert.match(declined.seen[0]?.message ?? '', /Stop the relay\? 1 teammate is connected to it\./);
+      assert.ok(api.relayHost.running, 'still running');
+      assert.equal(dave.client.state, 'connected');
+      const confirmed = answerPrompts(api, (p) => (p.items.includes('Stop Relay') ? 'Stop Relay' : undefined));
+      await vscode.commands.executeCommand('secureFileTransfer.stopRelay');
+      confirmed.dispose();
+      await waitFor('Dave dropped', () => dave.client.state !== 'connected');
+      dave.client.close();
       assert.equal(api.relayHost.running, undefined);
       assert.equal(api.session.state, 'disconnected');
       const late = new RelayClient({ url: running.localUrl, identity: Identity.generate(), name: 'late', token: running.token, reconnect: false, connectTimeoutMs: 2000 });
