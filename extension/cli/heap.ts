@@ -2,7 +2,7 @@
  * Heap sizing for the `sft` process. Imported first by `main.ts`, so it runs before anything else
  * is loaded.
  *
- * A transfer allocates buffers much faster than it allocates JavaScript objects: every 256 KiB
+ * A transfer allocates buffers much faster than it allocates JavaScript objects: every 1 MiB
  * chunk is read from a socket, decrypted or encrypted, and framed. Those buffers live outside V8's
  * heap, but V8 counts them against its heap limit. A small program like `sft` has about 10 MiB of
  * live objects, so V8 sets that limit at about twice that, and the buffers of two or three chunks
