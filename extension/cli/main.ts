@@ -464,6 +464,8 @@ program()
     }
     const e = toSftError(error);
     process.stderr.write(`sft: ${e.message} (${e.code})\n`);
+    // A script that asked for JSON gets JSON on failure too.
+    if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
     process.exitCode = exitCodeFor(e.code);
   })
   .finally(async () => {

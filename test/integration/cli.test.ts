@@ -112,6 +112,10 @@ test('usage errors exit 2; an unreadable --token-file names itself and exits 7; 
   const nothing = await run('sft', ['resume', ...as('ivy')], { SFT_RELAY: 'http://127.0.0.1:9' });
   assert.equal(nothing.code, EXIT_CODES.ok, nothing.stderr);
   assert.match(nothing.stderr, /No interrupted transfers to resume/);
+  // With --json, a failure is JSON on stdout as well.
+  const unreachable = await run('sft', ['peers', '--json', ...as('ivy')], { SFT_RELAY: 'http://127.0.0.1:9' });
+  assert.equal(unreachable.code, EXIT_CODES.network, unreachable.stderr);
+  assert.equal((JSON.parse(unreachable.stdout) as { error: { code: string } }).error.code, 'RELAY_UNREACHABLE');
 });
 
 test('sft verify shows the same safety number on both sides and records the verification', async () => {
