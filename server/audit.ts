@@ -16,7 +16,10 @@
  * | `cancel`, `fail`     | `transfer`, `from`, `to`, `by`, `code`, `cipherBytes`, `durationMs` |
  *
  * `accept` to `fail` are per recipient: a transfer to three peers has one `offer` line and up
- * to three `complete`/`cancel`/`fail` lines, one per leg.
+ * to three `complete`/`cancel`/`fail` lines, one per leg and attempt. A leg cut off by a dropped
+ * connection ends that attempt with `fail` (`PEER_GONE`); resumed, it gets its lines again (a
+ * resume's `offer` too); called off while it waits, it gets a `cancel` with the bytes of no attempt
+ * (`cipherBytes` 0, `durationMs` 0).
  */
 import fs from 'node:fs/promises';
 import type { ErrorCode } from '../extension/core/errors';

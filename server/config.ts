@@ -11,7 +11,8 @@ import { DEFAULT_CHUNK_SIZE, layoutFor } from '../extension/core/crypto/stream';
 import { PEER_ID_PATTERN } from '../extension/core/crypto/identity';
 import type { TeamToken } from './relay';
 
-const wholeNumber = z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().nonnegative());
+// Signed too, so that -1 is refused as a negative number rather than as "not a number".
+const wholeNumber = z.preprocess((v) => (typeof v === 'string' && /^[-+]?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().nonnegative());
 const size = z.preprocess((v) => (typeof v === 'string' ? (parseBytes(v) ?? v) : v), z.number({ error: 'expected a size such as 500MB, 2GiB or 1048576' }).int().nonnegative());
 const seconds = z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), z.number().nonnegative());
 

@@ -48,7 +48,7 @@ export function createRelayMetrics(live: () => { connections: number; peers: num
   const offers = new Counter({ name: 'sft_relay_offers_total', help: 'Offers accepted for routing.', registers: [registry] });
   const legs = new Counter({
     name: 'sft_relay_transfers_total',
-    help: 'Transfer legs (one per recipient) by outcome.',
+    help: 'Transfer legs (one per recipient and attempt: a leg resumed after a dropped connection counts again) by outcome.',
     labelNames: ['outcome'],
     registers: [registry],
   });

@@ -207,6 +207,9 @@ test('configuration errors name the bad key, and the effective configuration is 
     assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
     assert.match(result.stderr, /^error: /m);
   }
+  const negative = await run('sft-relay', ['--port', '-1']);
+  assert.equal(negative.code, 2);
+  assert.match(negative.stderr, /port: Too small: expected number to be >=0/);
   const zero = await run('sft-relay', ['--max-file-size', '0']);
   assert.equal(zero.code, 2);
   assert.match(zero.stderr, /maxFileSize: must be more than 0 \(leave it unset for no limit\)/);
