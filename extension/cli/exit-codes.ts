@@ -39,6 +39,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   NO_SPACE: EXIT_CODES.io,
   SOURCE_CHANGED: EXIT_CODES.io,
   IO: EXIT_CODES.io,
+  USAGE: EXIT_CODES.usage,
   RELAY_UNREACHABLE: EXIT_CODES.network,
   PEER_GONE: EXIT_CODES.network,
   TIMEOUT: EXIT_CODES.network,

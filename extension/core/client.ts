@@ -162,7 +162,7 @@ export class RelayClient extends EventEmitter<RelayClientEvents> {
     const wanted = nameOrId.toLowerCase();
     const matches = [...this.peerMap.values()].filter((p) => p.name.toLowerCase() === wanted || (wanted.length >= 6 && p.peerId.startsWith(wanted)));
     if (matches.length === 1) return matches[0]!;
-    if (matches.length > 1) throw new SftError('BAD_MESSAGE', `"${nameOrId}" matches ${matches.length} online peers; use a peer id.`);
+    if (matches.length > 1) throw new SftError('USAGE', `"${nameOrId}" matches ${matches.length} online peers; use a peer id.`);
     throw new SftError('PEER_OFFLINE', `No online peer is called "${nameOrId}".`);
   }
 

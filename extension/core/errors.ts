@@ -51,6 +51,9 @@ export const ErrorCodes = [
   'NO_SPACE',
   'SOURCE_CHANGED',
   'IO',
+  // What was asked cannot be done as asked: a setting, an argument, a name that matches several
+  // peers. Raised by clients for their own user; never sent.
+  'USAGE',
   'INTERNAL',
 ] as const;
 

@@ -129,7 +129,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     if (!input) return;
     const { url, token } = parseInvite(input);
     // Checked here too: an address can also come from an invite link or another extension.
-    if (!isRelayAddress(url)) throw new SftError('BAD_MESSAGE', 'That is not a relay address: use one such as https://relay.example.com.');
+    if (!isRelayAddress(url)) throw new SftError('USAGE', 'That is not a relay address: use one such as https://relay.example.com.');
     if (!(await confirmIfBusy('Connecting to another relay'))) return;
     // An invite's token replaces the one kept for that relay only if it gets this window in.
     const previousToken = token ? await session.getToken(url) : undefined;
@@ -170,7 +170,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   register('setTeamToken', async () => {
     const url = session.relayUrl ?? settings.relayUrl();
-    if (!url) throw new SftError('BAD_MESSAGE', 'Set a relay address first (Connect to Relay…).');
+    if (!url) throw new SftError('USAGE', 'Set a relay address first (Connect to Relay…).');
     if (session.state !== 'disconnected' && !(await confirmIfBusy('Changing the team token'))) return;
     if (await askForToken(url)) await connectTo(url);
   });
@@ -260,7 +260,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   register('copyInvite', async () => {
     const invite = relayHost.invite();
-    if (!invite) throw new SftError('BAD_MESSAGE', 'No relay is running in this window. Run "Secure Transfer: Start Relay" first.');
+    if (!invite) throw new SftError('USAGE', 'No relay is running in this window. Run "Secure Transfer: Start Relay" first.');
     await vscode.env.clipboard.writeText(invite);
     const link = `${vscode.env.uriScheme}://${context.extension.id}/connect?invite=${encodeURIComponent(invite)}`;
     const localOnly = relayHost.running?.localOnly === true;
@@ -351,7 +351,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   register('cancelTransfer', (arg?: TransferEntry | string) => entryOf(arg).cancel?.());
   register('retryTransfer', async (arg?: TransferEntry | string) => {
     const entry = entryOf(arg);
-    if (!entry.sources || !entry.recipients) throw new SftError('BAD_MESSAGE', 'Only sent transfers can be retried.');
+    if (!entry.sources || !entry.recipients) throw new SftError('USAGE', 'Only sent transfers can be retried.');
     await sender.retry(entry.sources, entry.recipients);
   });
   register('openReceived', (arg?: TransferEntry | string) => openReceived(entryOf(arg)));

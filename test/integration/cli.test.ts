@@ -112,6 +112,14 @@ test('usage errors exit 2; an unreadable --token-file names itself and exits 7; 
   const nothing = await run('sft', ['resume', ...as('ivy')], { SFT_RELAY: 'http://127.0.0.1:9' });
   assert.equal(nothing.code, EXIT_CODES.ok, nothing.stderr);
   assert.match(nothing.stderr, /No interrupted transfers to resume/);
+  // A name two online peers share is the user's to settle, with a peer id: USAGE, exit 2.
+  const twins = [1, 2].map((n) => start('sft', ['receive', '--out', path.join(work, `twin-${n}`), '--name', 'twin', '--identity', path.join(work, `id-twin-${n}`)], env));
+  await Promise.all(twins.map((t) => waitForLine(t.stderr, /Waiting for files/)));
+  await writeRandomFile(path.join(work, 'for-twin.bin'), 10);
+  const ambiguous = await run('sft', ['send', path.join(work, 'for-twin.bin'), '--to', 'twin', ...as('ivy')], env);
+  await Promise.all(twins.map((t) => t.stop()));
+  assert.equal(ambiguous.code, EXIT_CODES.usage, ambiguous.stderr);
+  assert.match(ambiguous.stderr, /"twin" matches 2 online peers; use a peer id\. \(USAGE\)/);
   // With --json, a failure is JSON on stdout as well.
   const unreachable = await run('sft', ['peers', '--json', ...as('ivy')], { SFT_RELAY: 'http://127.0.0.1:9' });
   assert.equal(unreachable.code, EXIT_CODES.network, unreachable.stderr);

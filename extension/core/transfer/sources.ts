@@ -29,7 +29,7 @@ export interface Sources {
  * inside a chosen folder are skipped, so a folder never drags in files from elsewhere.
  */
 export async function collectSources(paths: readonly string[]): Promise<Sources> {
-  if (paths.length === 0) throw new SftError('BAD_MESSAGE', 'Nothing to send.');
+  if (paths.length === 0) throw new SftError('USAGE', 'Nothing to send.');
   const entries: HeaderEntry[] = [];
   const files: SourceFile[] = [];
   const skipped: string[] = [];
@@ -58,7 +58,7 @@ export async function collectSources(paths: readonly string[]): Promise<Sources>
       const name = path.basename(absolute);
       if (stat.isDirectory()) await walk(absolute, name);
       else if (stat.isFile()) addFile(absolute, name, stat);
-      else throw new SftError('BAD_MESSAGE', `${name} is neither a file nor a folder.`);
+      else throw new SftError('USAGE', `${name} is neither a file nor a folder.`);
     }
   } catch (error) {
     const e = toSftError(error);
