@@ -58,8 +58,11 @@ export class Receiver {
     const onExpired = (expired: ExpiredTransfer) => {
       const names = expired.files.map((f) => safeText(path.basename(f)));
       const why = expired.error.code === 'EXPIRED' ? 'expired: its sender did not come back in time' : `was called off: ${safeText(expired.error.message)} (${expired.error.code})`;
-      this.log.warn(`An interrupted transfer from ${shortPeerId(expired.from)} ended: ${safeText(expired.error.message)} (${expired.error.code})`);
-      void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} from ${shortPeerId(expired.from)} ${why}. Its partial files were removed.`);
+      // By the name its offer was shown with, when this window listed it (a refused offer, above,
+      // never had its sender checked, so it keeps the bare id).
+      const label = this.transfers.get(expired.transferId)?.peerLabel ?? shortPeerId(expired.from);
+      this.log.warn(`An interrupted transfer from ${label} (${shortPeerId(expired.from)}) ended: ${safeText(expired.error.message)} (${expired.error.code})`);
+      void vscode.window.showWarningMessage(`The interrupted transfer of ${describeNames(names)} from ${label} ${why}. Its partial files were removed.`);
     };
     inbox.on('offer', onOffer);
     inbox.on('refused', onRefused);
