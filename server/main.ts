@@ -84,15 +84,20 @@ function configure(): RelayConfig {
 let config: RelayConfig;
 let relay: ReturnType<typeof createRelay>;
 let logger: pino.Logger;
+/** What the relay runs with now, to tell a reload that empties a file from one that never had entries. */
+let loaded: { tokens: number; allowList: number };
 try {
   config = configure();
   // Logs go to stderr so stdout carries only the URL line, which scripts read.
   logger = pino({ level: config.logLevel }, pino.destination(2));
+  const tokens = loadTokens(config);
+  const allowList = loadAllowList(config);
+  loaded = { tokens: tokens.length, allowList: allowList?.size ?? 0 };
   relay = createRelay({
     host: config.host,
     port: config.port,
-    tokens: loadTokens(config),
-    allowList: loadAllowList(config),
+    tokens,
+    allowList,
     maxFileSize: config.maxFileSize ?? null,
     maxBytesPerClientPerHour: config.maxBytesPerClientPerHour ?? null,
     maxTransfersPerClient: config.maxTransfersPerClient,
@@ -121,9 +126,13 @@ try {
 relay.start().then(
   (url) => {
     process.stdout.write(`sft-relay listening on ${url}\n`);
-    const tokens = loadTokens(config).length;
-    logger.info({ config: redacted(config), tokens, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
-    if (tokens === 0) logger.warn({ host: config.host }, 'no team token is set: this relay admits anyone who can reach it');
+    logger.info({ config: redacted(config), tokens: loaded.tokens, metrics: relay.metricsUrl ?? `${url}/metrics` }, 'effective configuration');
+    if (loaded.tokens === 0) logger.warn({ host: config.host }, 'no team token is set: this relay admits anyone who can reach it');
+    // Without publicUrl a join proof is checked against the Host header the connection names,
+    // which a relay in the middle chooses: only a relay for this machine alone can do without it.
+    if (!config.publicUrl && !isLoopbackHost(config.host)) {
+      logger.warn({ host: config.host }, 'publicUrl is not set: join proofs are bound only to the Host header each client sends; set publicUrl to the address teammates dial');
+    }
   },
   (error: NodeJS.ErrnoException & { port?: number }) => {
     if (config.redis && !error.syscall?.startsWith('listen')) {
@@ -137,25 +146,48 @@ relay.start().then(
   },
 );
 
-/** What the relay runs with now, to tell a reload that empties a file from one that never had entries. */
-let loaded = { tokens: loadTokens(config).length, allowList: loadAllowList(config)?.size ?? 0 };
-
-/** Re-reads tokens and the allow-list; a bad file is reported and the old settings kept. */
+/**
+ * Re-reads tokens and the allow-list, each on its own: a file that cannot be read is reported and
+ * its previous settings kept, without holding back the other (a peer removed from the allow-list
+ * is removed even while the token file is being rewritten).
+ */
 async function reload(why: string): Promise<void> {
+  const update: Parameters<typeof relay.reload>[0] = {};
+  const kept: string[] = [];
+  // An emptied file is far more often a mistake, or a file caught halfway through being
+  // rewritten, than a wish to open the relay to anyone (no tokens) or to shut everyone out (an
+  // empty allow-list): both take a restart.
   try {
     const tokens = loadTokens(config);
-    const allowList = loadAllowList(config);
-    // An emptied file is far more often a mistake, or a file caught halfway through being
-    // rewritten, than a wish to open the relay to anyone (no tokens) or to shut everyone out (an
-    // empty allow-list): both take a restart.
     if (tokens.length === 0 && loaded.tokens > 0) throw new Error('the token list is now empty; to run without tokens, restart the relay');
-    if (allowList?.size === 0 && loaded.allowList > 0) throw new Error('the allow-list is now empty; to admit nobody, stop the relay');
-    await relay.reload({ tokens, allowList });
-    loaded = { tokens: tokens.length, allowList: allowList?.size ?? 0 };
-    logger.info({ why, tokens: tokens.length, allowList: allowList?.size ?? null }, 'reloaded tokens and allow-list');
+    update.tokens = tokens;
+  } catch (error) {
+    kept.push((error as Error).message);
+  }
+  if (config.allowList) {
+    try {
+      const allowList = loadAllowList(config);
+      if (allowList?.size === 0 && loaded.allowList > 0) throw new Error('the allow-list is now empty; to admit nobody, stop the relay');
+      update.allowList = allowList;
+    } catch (error) {
+      kept.push((error as Error).message);
+    }
+  }
+  try {
+    await relay.reload(update);
   } catch (error) {
     logger.error({ why, error: (error as Error).message }, 'reload failed; keeping the previous settings');
+    return;
   }
+  loaded = { tokens: update.tokens?.length ?? loaded.tokens, allowList: update.allowList === undefined ? loaded.allowList : (update.allowList?.size ?? 0) };
+  const applied = [...(update.tokens ? ['tokens'] : []), ...(update.allowList !== undefined ? ['allow-list'] : [])];
+  if (kept.length > 0) logger.error({ why, error: kept.join('; '), applied }, 'reload failed; keeping the previous settings');
+  else logger.info({ why, tokens: loaded.tokens, allowList: update.allowList?.size ?? null }, 'reloaded tokens and allow-list');
+}
+
+/** 127.0.0.1, ::1, localhost: a relay only this machine can reach. */
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 process.on('SIGHUP', () => void reload('SIGHUP'));

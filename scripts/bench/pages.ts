@@ -16,24 +16,47 @@
  * about 1 GiB of free memory in one pass (one every few seconds here), so that leaves recently
  * freed pages at hand for the whole transfer: a plain writer then paid 0.25 s per GiB after a
  * 7 s wait, against 1.3 to 1.8 s when only 1 GiB had been freed. Every path then runs as it would
- * on a machine that is not a VM of this kind. Where the kernel does not report free pages (no
- * `page_reporting` module), this is skipped.
+ * on a machine that is not a VM of this kind. Only where a virtio balloon reports free pages (or with
+ * SFT_BENCH_WARM=1); SFT_BENCH_WARM=0 turns it off.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
-const REPORTING = '/sys/module/page_reporting';
+const BALLOONS = '/sys/bus/virtio/drivers/virtio_balloon';
+/** VIRTIO_BALLOON_F_REPORTING, the free page reporting feature (virtio spec 5.5.3). */
+const REPORTING_FEATURE = 5;
 const PIECE = 256 * 1024 * 1024;
+/** Left free whatever is asked: warming must never push the machine into the OOM killer. */
+const SPARE = 1024 ** 3;
 
 export type PageCondition = 'warmed' | 'as found';
 
-/** Whether the benchmark prepares memory before each transfer on this machine. */
-export const pageCondition = (): PageCondition => (fs.existsSync(REPORTING) ? 'warmed' : 'as found');
+/** A virtio balloon that reports free pages to the host: the VMs this is about. */
+function reportsFreePages(): boolean {
+  try {
+    return fs
+      .readdirSync(BALLOONS)
+      .filter((entry) => entry.startsWith('virtio'))
+      .some((device) => fs.readFileSync(path.join(BALLOONS, device, 'features'), 'utf8')[REPORTING_FEATURE] === '1');
+  } catch {
+    return false;
+  }
+}
 
-/** Touches `bytes` of fresh memory in a child process, which then exits and frees it. */
+/** Whether the benchmark prepares memory before each transfer here (SFT_BENCH_WARM=0 or 1 decides). */
+export function pageCondition(): PageCondition {
+  const setting = process.env.SFT_BENCH_WARM;
+  if (setting === '0' || setting === '1') return setting === '1' ? 'warmed' : 'as found';
+  return reportsFreePages() ? 'warmed' : 'as found';
+}
+
+/** Touches `bytes` of fresh memory (less, if the machine has not that much free) in a child process, which then exits and frees it. */
 export function warmPages(bytes: number): void {
   if (pageCondition() !== 'warmed') return;
-  const pieces = Math.max(1, Math.ceil(bytes / PIECE));
+  const pieces = Math.floor(Math.min(bytes, os.freemem() - SPARE) / PIECE);
+  if (pieces < 1) return;
   const script = `const kept = []; for (let i = 0; i < ${pieces}; i++) kept.push(Buffer.allocUnsafeSlow(${PIECE}).fill(1));`;
   const result = spawnSync(process.execPath, ['--max-old-space-size=64', '-e', script], { stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`could not prepare ${pieces * 256} MiB of memory (exit ${result.status ?? result.signal})`);

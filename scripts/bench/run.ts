@@ -23,7 +23,8 @@
  * list above; also `npm run bench -- --only=load`), SFT_BENCH_LOAD_CLIENTS (default 1000),
  * SFT_BENCH_LOAD_TRANSFERS (default 50), SFT_BENCH_LOAD_MB (default 20), SFT_BENCH_MEMORY_MB (default
  * 100,1024,4096), SFT_BENCH_NODE_FLAGS (Node flags for every measured process, e.g.
- * "--cpu-prof --cpu-prof-dir=/tmp/prof"), SFT_BENCH_VERBOSE (user and system CPU per process).
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof"), SFT_BENCH_VERBOSE (user and system CPU per process), SFT_BENCH_WARM
+ * (0 or 1: prepare memory before each transfer, pages.ts; by default where a balloon reports pages).
  */
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';

@@ -238,6 +238,10 @@ test('configuration errors name the bad key, and the effective configuration is 
   await waitForLine(open.stderr, /no team token is set: this relay admits anyone who can reach it/);
   assert.match(open.stderr.join('\n'), /warning: SFT_RELAY_TOKENS is not a setting of sft-relay and is ignored/);
   assert.equal(open.stderr.join('\n').includes('meant-as-a-token'), false);
+  // Listening beyond this machine without publicUrl: join proofs are bound only to the Host header.
+  // (Bound to every interface, but only ever spoken to on loopback.)
+  const { relay: wide } = await relayProcess(['--host', '0.0.0.0'], { SFT_RELAY_TOKEN: 'a-token-for-the-wide-relay' });
+  await waitForLine(wide.stderr, /publicUrl is not set: join proofs are bound only to the Host header/);
 });
 
 test('graceful shutdown: a running transfer finishes, new clients are turned away, then the relay exits 0', async () => {
