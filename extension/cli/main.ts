@@ -183,11 +183,13 @@ function program(): Command {
     .option('--json', 'print the result as JSON')
     .option('--trust-changed-key', 'send even to a peer whose key changed (its name was first met, or verified, with another key)')
     .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
-      // A mistyped path is the user's to fix before anyone is contacted.
-      for (const p of paths) {
-        await fs.stat(p).catch((error: unknown) => {
-          throw (error as NodeJS.ErrnoException).code === 'ENOENT' ? new SftError('IO', `${escapeForDisplay(p)} does not exist.`, error) : toSftError(error);
-        });
+      // A mistyped path is the user's to fix before anyone is contacted; unless an interrupted send
+      // of these very paths is journaled, whose resume reports the vanished file and clears it.
+      const missing = await firstMissing(paths);
+      if (missing !== undefined) {
+        const wanted = paths.map((p) => path.resolve(p)).join('\0');
+        const journaled = (await openSession(options).then((s) => s.journal.outgoing())).some((r) => r.paths.join('\0') === wanted);
+        if (!journaled) throw new SftError('IO', `${escapeForDisplay(missing)} does not exist.`);
       }
       const { client, trust, journal } = await connect(options);
       const names = options.to.split(',').map((s) => s.trim());
@@ -284,6 +286,7 @@ function program(): Command {
         if ('result' in outcome) exit = Math.max(exit, reportSent(outcome.result, outcome.to, options.json));
         else {
           process.stderr.write(`Transfer ${outcome.record.transferId} not resumed: ${escapeForDisplay(outcome.error.message)} (${outcome.error.code})\n`);
+          if (options.json) process.stdout.write(`${JSON.stringify({ transferId: outcome.record.transferId, error: { code: outcome.error.code, message: outcome.error.message } })}\n`);
           exit = Math.max(exit, exitCodeFor(outcome.error.code));
         }
       }
@@ -449,6 +452,19 @@ async function journaledSend(journal: TransferJournal, paths: readonly string[],
   return found;
 }
 
+/** The first of `paths` that does not exist, if any. */
+async function firstMissing(paths: readonly string[]): Promise<string | undefined> {
+  for (const p of paths) {
+    try {
+      await fs.stat(p);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return p;
+      throw toSftError(error);
+    }
+  }
+  return undefined;
+}
+
 /** Recipients' names, for messages (escaped: they are whatever each peer chose). */
 function namesOf(peers: readonly PeerInfo[]): string {
   return peers.map((p) => escapeForDisplay(p.name)).join(', ');
@@ -460,6 +476,7 @@ program()
     if (error instanceof CommanderError) {
       // Commander has said what was wrong (and shown the help); --help and --version exit 0.
       process.exitCode = error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
+      if (error.exitCode !== 0 && process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { code: 'USAGE', message: error.message.replace(/^error: /, '') } })}\n`);
       return;
     }
     const e = toSftError(error);

@@ -197,7 +197,9 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
   });
 
   register('startRelay', async () => {
-    const elsewhere = session.state !== 'disconnected' && session.relayUrl !== relayHost.running?.localUrl ? session.relayUrl : undefined;
+    settings.relayMaxFileSize(); // A bad setting stops here, before anything is asked or cut.
+    const onItAlready = session.state !== 'disconnected' && relayHost.serves(session.relayUrl);
+    const elsewhere = session.state !== 'disconnected' && !onItAlready ? session.relayUrl : undefined;
     if (elsewhere) {
       const answer = await ask(
         'warning',
@@ -205,11 +207,17 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
         { modal: true, detail: `This window leaves the relay at ${safeText(new URL(elsewhere).host)}: teammates there no longer see you until you connect to it again.` },
         'Start and Switch',
       );
-      if (answer !== 'Start and Switch' || !(await confirmIfBusy('Switching to your own relay'))) return;
+      if (answer !== 'Start and Switch') return;
     }
+    const wasRunning = relayHost.running !== undefined;
     const running = await relayHost.start();
+    // Running transfers are cut only once the relay is sure to run; a relay started for nothing goes.
+    if (elsewhere && !(await confirmIfBusy('Switching to your own relay'))) {
+      if (!wasRunning) await relayHost.stop();
+      return;
+    }
     await session.setToken(running.localUrl, running.token);
-    await connectTo(running.localUrl);
+    if (!onItAlready) await connectTo(running.localUrl);
     // Not awaited: the command is done when the relay runs, whether or not the message is answered.
     void vscode.window
       .showInformationMessage(
@@ -222,7 +230,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
 
   register('stopRelay', async () => {
     const running = relayHost.running;
-    const mine = running && session.relayUrl === running.localUrl && session.state === 'connected' ? 1 : 0;
+    const mine = session.state === 'connected' && relayHost.serves(session.relayUrl) ? 1 : 0;
     const teammates = relayHost.peers() - mine;
     if (teammates > 0) {
       const answer = await ask(
@@ -233,7 +241,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
       );
       if (answer !== 'Stop Relay') return;
     }
-    if (running && session.relayUrl === running.localUrl) {
+    if (running && relayHost.serves(session.relayUrl)) {
       if (!(await confirmIfBusy('Stopping the relay'))) return;
       session.disconnect();
     }
@@ -365,7 +373,7 @@ export function activate(context: vscode.ExtensionContext): SecureFileTransferAp
     const actions: Action[] = [];
     // Another window (or sft) took this identity's connection: one click takes it back, to the same relay.
     const takeBack = session.replacedElsewhere ? (session.relayUrl ?? settings.relayUrl()) : undefined;
-    if (takeBack && session.state !== 'connected') actions.push({ label: '$(plug) Connect This Window Again', description: safeText(new URL(takeBack).host), command: 'secureFileTransfer.connect', args: [takeBack] });
+    if (takeBack && isRelayAddress(takeBack) && session.state !== 'connected') actions.push({ label: '$(plug) Connect This Window Again', description: safeText(new URL(takeBack).host), command: 'secureFileTransfer.connect', args: [takeBack] });
     if (session.state === 'connected') actions.push({ label: '$(send) Send to…', command: 'secureFileTransfer.sendTo' }, { label: '$(shield) Verify Safety Number…', command: 'secureFileTransfer.verifyPeer' });
     if (session.state !== 'connected') actions.push({ label: '$(plug) Connect to Relay…', command: 'secureFileTransfer.connect' });
     if (session.state !== 'disconnected') actions.push({ label: '$(debug-disconnect) Disconnect', command: 'secureFileTransfer.disconnect' });

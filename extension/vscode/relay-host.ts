@@ -59,13 +59,14 @@ export class RelayHost implements vscode.Disposable {
     const token = await this.token();
     const inviteUrls = reachableUrls(host, port);
     const localUrl = `http://${isWildcard(host) || isLoopback(host) ? '127.0.0.1' : bracket(host)}:${port}`;
+    const addresses = [...new Set([localUrl, `http://localhost:${port}`, ...inviteUrls])];
     const auditDir = this.context.globalStorageUri.fsPath;
     await vscode.workspace.fs.createDirectory(this.context.globalStorageUri);
     const relay = createRelay({
       host,
       port,
       tokens: [token],
-      publicUrls: [...new Set([localUrl, `http://localhost:${port}`, ...inviteUrls])],
+      publicUrls: addresses,
       maxFileSize: settings.relayMaxFileSize() ?? null,
       // Event-loop and GC monitors are per process: the VS Code extension host is not ours to watch.
       processMetrics: false,
@@ -81,6 +82,7 @@ export class RelayHost implements vscode.Disposable {
       throw listenError(error, host, port);
     }
     this.relay = relay;
+    this.addresses = addresses;
     this.info = { localUrl, inviteUrls, token, localOnly: isLoopback(host) };
     this.log.info(`Relay started on ${host}:${port}; audit log in ${auditDir}.`);
     this.changeEmitter.fire(this.info);
@@ -97,6 +99,14 @@ export class RelayHost implements vscode.Disposable {
     this.log.info('Relay stopped.');
     this.changeEmitter.fire(undefined);
   }
+
+  /** Whether `url` reaches the running relay, through any of the addresses it answers to. */
+  serves(url: string | undefined): boolean {
+    if (!url || !this.info) return false;
+    const origin = originOf(url);
+    return origin !== undefined && this.addresses.some((a) => originOf(a) === origin);
+  }
+  private addresses: readonly string[] = [];
 
   /** Peers joined to the running relay (this window among them, when it is connected to it). */
   peers(): number {
@@ -203,4 +213,8 @@ function listenError(error: unknown, host: string, port: number): unknown {
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new SftError('IO', `This machine has no address ${host} (setting secureFileTransfer.relay.host).`, error);
   if (code === 'EACCES') return new SftError('IO', `Listening on port ${port} needs privileges this user does not have: ports below 1024 usually do. Change secureFileTransfer.relay.port (0 picks a free port).`, error);
   return error;
+}
+
+function originOf(url: string): string | undefined {
+  return URL.canParse(url) ? new URL(url).origin : undefined;
 }

@@ -211,6 +211,7 @@ export class Session implements vscode.Disposable {
   /** Closes the connection, and makes any connect() still under way give up. */
   disconnect(): void {
     this.generation++;
+    this.replacedElsewhere = false; // The user's own choice now, whatever another window did.
     const client = this.client;
     const url = this.connectedUrl;
     this.client = undefined;

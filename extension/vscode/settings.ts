@@ -25,6 +25,7 @@ export const settings = {
     if (!text) return undefined;
     // A value that is not a size must not quietly mean "no limit".
     const bytes = parseBytes(text);
+    if (bytes === 0) throw new SftError('USAGE', 'The setting secureFileTransfer.relay.maxFileSize is 0, which would refuse every transfer: leave it empty for no limit.');
     if (bytes === undefined) throw new SftError('USAGE', `The setting secureFileTransfer.relay.maxFileSize is not a size: use one such as 2GiB or 500MB, or leave it empty for no limit.`);
     return bytes;
   },

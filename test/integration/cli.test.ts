@@ -104,6 +104,9 @@ test('usage errors exit 2; an unreadable --token-file names itself and exits 7; 
     assert.match(result.stderr, /^error: /m, args.join(' '));
   }
   assert.equal((await run('sft', ['--help'], env)).code, EXIT_CODES.ok);
+  const usageJson = await run('sft', ['send', 'f.bin', '--json'], env);
+  assert.equal(usageJson.code, EXIT_CODES.usage);
+  assert.deepEqual(JSON.parse(usageJson.stdout), { error: { code: 'USAGE', message: "required option '--to <peers>' not specified" } });
   const tokenFile = path.join(work, 'no-such-token');
   const noFile = await run('sft', ['peers', '--token-file', tokenFile, ...as('ivy')], { SFT_RELAY: env.SFT_RELAY! });
   assert.equal(noFile.code, EXIT_CODES.io, noFile.stderr);

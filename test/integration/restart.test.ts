@@ -90,6 +90,24 @@ test('a killed receiver that stays away past the grace period: both sides report
   assert.deepEqual(await t.journals('bob'), [], "the receiver's journal is gone");
 });
 
+test('a source deleted while its sender was down: the same command reports it (SOURCE_CHANGED) and clears the journals on both sides', async () => {
+  const t = await setUp();
+  const bob = await t.receive();
+  const alice = t.send();
+  await t.journaledChunks(EARLY);
+  alice.child.kill('SIGKILL');
+  await alice.exited;
+  await fs.rm(t.src);
+  // The path no longer exists, but a send of it is journaled: it goes to the relay to be called off.
+  const alice2 = t.send();
+  assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
+  assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
+  assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
+  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+  assert.deepEqual(await t.journals('alice'), []);
+  assert.deepEqual(await t.journals('bob'), []);
+});
+
 test('a source that changed while its sender was down is reported, not sent: SOURCE_CHANGED on both sides', async () => {
   const t = await setUp();
   const bob = await t.receive();
