@@ -134,10 +134,16 @@ function program(): Command {
       .addOption(identityOption());
 
   // Never connects: only the identity folder matters.
-  cli.command('id').description("print this identity's peer id and fingerprint").addOption(identityOption()).action(async (options: Pick<CommonOptions, 'identity'>) => {
-    const { identity } = await openSession(options);
-    process.stdout.write(`peer id:     ${identity.peerId}\nfingerprint: ${fingerprint(identity)}\n`);
-  });
+  cli
+    .command('id')
+    .description("print this identity's peer id and fingerprint")
+    .addOption(identityOption())
+    .option('--json', 'print JSON')
+    .action(async (options: Pick<CommonOptions, 'identity'> & { json?: boolean }) => {
+      const { identity } = await openSession(options);
+      if (options.json) process.stdout.write(`${JSON.stringify({ peerId: identity.peerId, fingerprint: fingerprint(identity) })}\n`);
+      else process.stdout.write(`peer id:     ${identity.peerId}\nfingerprint: ${fingerprint(identity)}\n`);
+    });
 
   common(cli.command('peers').description('list who is online on the relay'))
     .option('--json', 'print JSON')
@@ -157,21 +163,25 @@ function program(): Command {
   common(cli.command('verify').description("compare safety numbers with a teammate and mark their key verified"))
     .argument('<peer>', 'name or peer id')
     .option('--yes', 'mark verified without asking (only after comparing the numbers another way)')
-    .action(async (peerName: string, options: CommonOptions & { yes?: boolean }) => {
+    .option('--json', 'print the safety number and the outcome as JSON (the prose goes to stderr)')
+    .action(async (peerName: string, options: CommonOptions & { yes?: boolean; json?: boolean }) => {
       const { client, trust, trustFile, identity } = await connect(options);
       const peer = client.findPeer(peerName);
+      const number = safetyNumber(identity, peerIdentity(peer));
+      const say = (text: string) => (options.json ? process.stderr : process.stdout).write(text);
       if (trust.verdict(peer.peerId, peer.name) === 'changed') process.stderr.write(`${KEY_CHANGED_WARNING(peer)}\nVerifying this key makes it the one "${escapeForDisplay(peer.name)}" is pinned to.\n`);
-      process.stdout.write(`Safety number with ${escapeForDisplay(peer.name)}:\n\n  ${safetyNumber(identity, peerIdentity(peer))}\n\nRead it to each other (in person or on a call). If it matches, nobody sits between you.\n`);
+      say(`Safety number with ${escapeForDisplay(peer.name)}:\n\n  ${number}\n\nRead it to each other (in person or on a call). If it matches, nobody sits between you.\n`);
       const ok = options.yes || (process.stdin.isTTY && (await confirm('Do the numbers match?')));
+      if (options.json) process.stdout.write(`${JSON.stringify({ peerId: peer.peerId, name: peer.name, safetyNumber: number, verified: Boolean(ok) })}\n`);
       if (ok) {
         trust.markVerified(peer.peerId, peer.name);
         await saveTrustFile(trustFile, trust);
-        process.stdout.write(`Marked ${escapeForDisplay(peer.name)} as verified.\n`);
+        say(`Marked ${escapeForDisplay(peer.name)} as verified.\n`);
       } else if (!process.stdin.isTTY) {
         process.stderr.write('Not marked as verified: there is no terminal to ask on. Compare the numbers, then run this again with --yes.\n');
         process.exitCode = EXIT_CODES.usage;
       } else {
-        process.stdout.write('Not marked as verified.\n');
+        say('Not marked as verified.\n');
         process.exitCode = EXIT_CODES.failed;
       }
       await client.closeGracefully();
@@ -298,7 +308,8 @@ function program(): Command {
     .option('--yes', 'accept every offer without asking')
     .option('--once', 'exit after the first transfer')
     .addOption(new Option('--on-conflict <policy>', 'when a file exists').choices(['rename', 'overwrite', 'fail']).default('rename'))
-    .action(async (options: CommonOptions & { out: string; yes?: boolean; once?: boolean; onConflict: ConflictPolicy }) => {
+    .option('--json', 'print one JSON line per transfer received, declined or failed')
+    .action(async (options: CommonOptions & { out: string; yes?: boolean; once?: boolean; onConflict: ConflictPolicy; json?: boolean }) => {
       let inbox!: Inbox;
       // Listening before the join: a sender waiting for us to come back offers at once.
       const { client, trust } = await connect(options, (c, session) => {
@@ -324,7 +335,7 @@ function program(): Command {
           const progress = progressPrinter('receiving');
           r.onProgress = (p) => progress.update(p);
           busy = busy.then(async () => {
-            const code = await reportReceived(r.result, progress);
+            const code = await reportReceived(r.transferId, r.sender, r.result, progress, options.json);
             if (code !== EXIT_CODES.ok) process.exitCode = code;
             if (options.once) resolve();
           });
@@ -370,7 +381,7 @@ function program(): Command {
   return cli;
 }
 
-async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: boolean; onConflict: ConflictPolicy }, trust: TrustBook, signal: AbortSignal): Promise<number> {
+async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: boolean; onConflict: ConflictPolicy; json?: boolean }, trust: TrustBook, signal: AbortSignal): Promise<number> {
   const names = offer.entries.filter((e) => e.type === 'file').map((e) => escapeForDisplay(e.path));
   const shown = names.length > 5 ? [...names.slice(0, 5), `… and ${names.length - 5} more`] : names;
   process.stderr.write(`${describePeer(offer.sender, trust)} wants to send ${offer.fileCount} file(s), ${formatBytes(offer.totalBytes)}:\n${shown.map((n) => `  ${n}\n`).join('')}`);
@@ -384,23 +395,28 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
     if (changed) process.stderr.write('Declined: the key changed.\n');
     else if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
     offer.decline();
+    if (options.json) process.stdout.write(`${JSON.stringify({ transferId: offer.transferId, from: senderOf(offer.sender), declined: true, keyChanged: changed })}\n`);
     return changed ? EXIT_CODES.security : EXIT_CODES.declined;
   }
   const progress = progressPrinter('receiving');
-  return reportReceived(offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p), signal }), progress);
+  return reportReceived(offer.transferId, offer.sender, offer.accept({ directory: options.out, onConflict: options.onConflict, onProgress: (p) => progress.update(p), signal }), progress, options.json);
 }
 
-async function reportReceived(receiving: Promise<ReceiveResult>, progress: ReturnType<typeof progressPrinter>): Promise<number> {
+const senderOf = (peer: PeerInfo) => ({ peerId: peer.peerId, name: peer.name });
+
+async function reportReceived(transferId: string, sender: PeerInfo, receiving: Promise<ReceiveResult>, progress: ReturnType<typeof progressPrinter>, json: boolean | undefined): Promise<number> {
   try {
     const result = await receiving;
     progress.end();
-    for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
+    if (json) process.stdout.write(`${JSON.stringify({ transferId, from: senderOf(sender), files: result.files, plainBytes: result.plainBytes, durationMs: Math.round(result.durationMs) })}\n`);
+    else for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
     process.stderr.write(`Received ${formatBytes(result.plainBytes)} ${timeAndRate(result.plainBytes, result.durationMs)}; every chunk verified.\n`);
     return EXIT_CODES.ok;
   } catch (error) {
     progress.end();
     const e = toSftError(error);
     process.stderr.write(`Transfer failed: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.\n`);
+    if (json) process.stdout.write(`${JSON.stringify({ transferId, from: senderOf(sender), error: { code: e.code, message: e.message } })}\n`);
     return exitCodeFor(e.code);
   }
 }

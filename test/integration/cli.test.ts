@@ -42,6 +42,9 @@ test('sft id creates a private identity file and prints the peer id and fingerpr
   const again = await run('sft', ['id', '--identity', path.join(work, 'id-ida')], env);
   assert.equal(again.stdout, result.stdout, 'the identity is stable across runs');
   assert.equal(result.stdout.includes(JSON.parse(await fs.readFile(file, 'utf8'))['sft.identity.v1']), false);
+  const json = await run('sft', ['id', '--json', '--identity', path.join(work, 'id-ida')], env);
+  const { peerId, fingerprint: printed } = JSON.parse(json.stdout) as { peerId: string; fingerprint: string };
+  assert.ok(result.stdout.includes(peerId) && result.stdout.includes(printed), 'the same identity, as JSON');
 });
 
 test('sft --version and sft-relay --version print the package version and the protocol version', async () => {
@@ -59,7 +62,7 @@ test('sft send and sft receive move files and a folder between processes', async
   const bigSum = await writeRandomFile(path.join(src, 'video.bin'), 20 * 1024 * 1024 + 3, 'cli');
   await writeRandomFile(path.join(src, 'docs', 'a.txt'), 100, 'a');
   await writeRandomFile(path.join(src, 'docs', 'sub', 'b.txt'), 0, 'b');
-  const receiver = start('sft', ['receive', '--out', out, '--yes', '--once', ...as('bob')], env);
+  const receiver = start('sft', ['receive', '--out', out, '--yes', '--once', '--json', ...as('bob')], env);
   await waitForLine(receiver.stderr, /Waiting for files/);
   const peers = await run('sft', ['peers', '--json', ...as('alice')], env);
   assert.equal(peers.code, 0, peers.stderr);
@@ -69,6 +72,11 @@ test('sft send and sft receive move files and a folder between processes', async
   assert.equal(sent.code, EXIT_CODES.ok, `${sent.stderr}\n--- receiver:\n${receiver.stderr.join('\n')}`);
   assert.match(sent.stdout, /Delivered to bob: 3 file\(s\)/);
   assert.equal(await receiver.exited, EXIT_CODES.ok, receiver.stderr.join('\n'));
+  // --json: one line for the transfer, naming its sender and where each file went.
+  assert.equal(receiver.stdout.length, 1, receiver.stdout.join('\n'));
+  const got = JSON.parse(receiver.stdout[0]!) as { from: { name: string }; files: Array<{ receivedPath: string; savedAs: string; size: number }> };
+  assert.equal(got.from.name, 'alice');
+  assert.deepEqual(got.files.map((f) => [f.receivedPath, path.relative(out, f.savedAs), f.size]).sort(), [['docs/a.txt', path.join('docs', 'a.txt'), 100], ['docs/sub/b.txt', path.join('docs', 'sub', 'b.txt'), 0], ['video.bin', 'video.bin', 20 * 1024 * 1024 + 3]]);
   assert.match(receiver.stderr.join('\n'), /alice \([a-z2-7]{8}, not verified\) wants to send 3 file\(s\)/);
   assert.deepEqual(await listTree(out), ['docs/', 'docs/a.txt', 'docs/sub/', 'docs/sub/b.txt', 'video.bin']);
   assert.equal(await sha256File(path.join(out, 'video.bin')), bigSum);
@@ -133,15 +141,18 @@ test('sft verify shows the same safety number on both sides and records the veri
   // One connection per identity: each side's verify runs while the other side is online.
   const grace = start('sft', ['receive', '--out', path.join(work, 'v-grace'), ...as('grace')], env);
   await waitForLine(grace.stderr, /Waiting for files/);
-  const fromFrank = await run('sft', ['verify', 'grace', '--yes', ...as('frank')], env);
+  const fromFrank = await run('sft', ['verify', 'grace', '--yes', '--json', ...as('frank')], env);
   const frank = start('sft', ['receive', '--out', path.join(work, 'v-frank'), ...as('frank')], env);
   await waitForLine(frank.stderr, /Waiting for files/);
   const fromGrace = await run('sft', ['verify', 'frank', ...as('grace')], env);
   await Promise.all([grace.stop(), frank.stop()]);
   const number = (s: string) => /^ {2}((?:\d{5} ){11}\d{5})$/m.exec(s)?.[1];
-  assert.ok(number(fromFrank.stdout));
-  assert.equal(number(fromFrank.stdout), number(fromGrace.stdout));
-  assert.match(fromFrank.stdout, /Marked grace as verified/);
+  // --json: the outcome on stdout, the prose on stderr.
+  const outcome = JSON.parse(fromFrank.stdout) as { name: string; safetyNumber: string; verified: boolean };
+  assert.ok(number(fromGrace.stdout));
+  assert.deepEqual([outcome.name, outcome.safetyNumber, outcome.verified], ['grace', number(fromGrace.stdout), true]);
+  assert.equal(number(fromFrank.stderr), outcome.safetyNumber);
+  assert.match(fromFrank.stderr, /Marked grace as verified/);
   assert.match(fromGrace.stderr, /Not marked as verified: there is no terminal to ask on/, 'without a terminal or --yes, nothing is marked');
   assert.equal(fromGrace.code, EXIT_CODES.usage);
   const trust = JSON.parse(await fs.readFile(path.join(work, 'id-frank', 'trust.json'), 'utf8')) as { peers: Record<string, { verifiedAt?: string }> };
