@@ -28,6 +28,8 @@ const SAVE_DOWNLOADS = 'Save to Downloads';
 const DECLINE = 'Decline';
 const VERIFY = 'Verify…';
 const REVEAL = 'Reveal in File Explorer';
+/** Notifications for one offer brought back again and again (see Receiver.prompted). */
+const MAX_PROMPTS = 3;
 
 export type SaveTarget = 'ask' | 'downloads' | vscode.Uri;
 
@@ -109,9 +111,19 @@ export class Receiver {
     }
   }
 
+  /**
+   * How often each offer was put in front of the user. An offer taken down by a dropped connection
+   * comes back when both ends are back; a relay that keeps cutting the connection could bring it
+   * back without end, each time with a notification. After MAX_PROMPTS it is only listed again.
+   */
+  private readonly prompted = new Map<string, number>();
+
   private async onOffer(offer: IncomingOffer): Promise<void> {
     const sender = safeText(offer.sender.name);
     const names = topLevelNames(offer.entries.map((e) => e.path));
+    const times = (this.prompted.get(offer.transferId) ?? 0) + 1;
+    if (this.prompted.size >= 1000 && !this.prompted.has(offer.transferId)) this.prompted.clear();
+    this.prompted.set(offer.transferId, times);
     const entry = this.transfers.add({
       id: offer.transferId,
       direction: 'receive',
@@ -124,6 +136,11 @@ export class Receiver {
       offer,
     });
     const what = `${describeNames(names)} (${offer.fileCount === 1 ? '' : `${offer.fileCount} files, `}${formatBytes(offer.totalBytes)})`;
+    if (times > MAX_PROMPTS) {
+      this.log.info(`The offer of ${what} from ${sender} is back (${times} times); listed in Transfers without a notification.`);
+      void vscode.window.setStatusBarMessage(`Secure Transfer: the offer from ${sender} is back in Transfers.`, 5000);
+      return;
+    }
     const single = isSingleFile(offer);
     if (offer.senderTrust === 'changed') {
       const choice = await ask(
@@ -140,7 +157,7 @@ export class Receiver {
     }
     const badge = offer.senderTrust === 'verified' ? ' (verified)' : ' (not verified)';
     const recipients = offer.recipientCount > 1 ? ` (also sent to ${offer.recipientCount - 1} other${offer.recipientCount > 2 ? 's' : ''})` : '';
-    const choice = await vscode.window.showInformationMessage(`${sender}${badge} wants to send you ${what}${recipients}.`, single ? SAVE : SAVE_FOLDER, SAVE_DOWNLOADS, DECLINE);
+    const choice = await ask('info', `${sender}${badge} wants to send you ${what}${recipients}.`, {}, single ? SAVE : SAVE_FOLDER, SAVE_DOWNLOADS, DECLINE);
     if (entry.status !== 'offer') {
       // Withdrawn (or answered from the Transfers view) while the notification was up.
       if (choice && entry.status === 'cancelled') void vscode.window.showInformationMessage(`The offer of ${describeNames(names)} is no longer available: ${safeText(entry.error?.message ?? 'withdrawn')}.`);

@@ -293,6 +293,29 @@ export function registerExtensionTests(): void {
       assert.deepEqual(outcome.recipients, [{ peerId: meInfo.peerId, outcome: 'declined' }]);
     });
 
+    it('puts an offer that keeps coming back in front of the user three times, then only lists it', async function () {
+      // What a relay that keeps cutting the connection would do: each time both ends are back, the
+      // sender offers again. Here the window's own disconnects stand in for the relay's.
+      const source = await randomFile(path.join(ctx.scratch, 'bob-send', 'again.txt'), 100);
+      const meInfo = peerInfo(api.session.requireClient().identity, 'me');
+      const prompts = answerPrompts(api, () => undefined);
+      cleanup.push(() => prompts.dispose());
+      const sent = sendFiles(bob.client, { paths: [source], to: [meInfo] }).catch((e: Error) => e);
+      const listed = (round: number) => waitFor<TransferEntry>(`the offer, round ${round}`, () => api.transfers.list().find((t) => t.status === 'offer' && t.names[0] === 'again.txt'), 20_000);
+      for (let round = 1; round < 4; round++) {
+        await listed(round);
+        await vscode.commands.executeCommand('secureFileTransfer.disconnect');
+        await vscode.commands.executeCommand('secureFileTransfer.connect', `${ctx.relayUrl}#token=${encodeURIComponent(ctx.token)}`);
+      }
+      const { id } = await listed(4);
+      prompts.dispose();
+      assert.equal(prompts.seen.filter((p) => /wants to send you .*again\.txt/.test(p.message)).length, 3);
+      await vscode.commands.executeCommand('secureFileTransfer.declineOffer', id);
+      const outcome = await sent;
+      assert.ok(!(outcome instanceof Error), String(outcome));
+      assert.deepEqual(outcome.recipients, [{ peerId: meInfo.peerId, outcome: 'declined' }]);
+    });
+
     it('sends from and saves to a non-file: file system through workspace.fs, within the size cap', async function () {
       const memfs = new MemoryFileSystem();
       const registration = vscode.workspace.registerFileSystemProvider('sftmem', memfs);
@@ -575,7 +598,12 @@ export function registerExtensionTests(): void {
         await vscode.commands.executeCommand('secureFileTransfer.saveOffer', entry.id, vscode.Uri.file(target));
         assert.equal((await sent).recipients[0]?.outcome, 'done');
         assert.equal(await sha256(target), await sha256(source));
-        assert.deepEqual(prompts.seen, [], 'no trust prompt, sending or receiving');
+        // The offer's own notification is there, as for anyone; no KEY CHANGED prompt either way.
+        assert.deepEqual(
+          prompts.seen.map((p) => p.message),
+          ['DAVE (verified) wants to send you contract-v2.pdf (5.00 KB).'],
+          'no trust prompt, sending or receiving',
+        );
       } finally {
         prompts.dispose();
       }
