@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import pino from 'pino';
-import { createRelay } from './relay';
+import { createRelay, isLoopbackHost } from './relay';
 import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, readConfigFile, redacted, validateConfig, type RelayConfig } from './config';
 import { versionLine } from '../extension/core/version';
 
@@ -183,11 +183,6 @@ async function reload(why: string): Promise<void> {
   const applied = [...(update.tokens ? ['tokens'] : []), ...(update.allowList !== undefined ? ['allow-list'] : [])];
   if (kept.length > 0) logger.error({ why, error: kept.join('; '), applied }, 'reload failed; keeping the previous settings');
   else logger.info({ why, tokens: loaded.tokens, allowList: update.allowList?.size ?? null }, 'reloaded tokens and allow-list');
-}
-
-/** 127.0.0.1, ::1, localhost: a relay only this machine can reach. */
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 process.on('SIGHUP', () => void reload('SIGHUP'));

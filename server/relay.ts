@@ -235,6 +235,9 @@ export interface Relay {
   stats(): { peers: number; transfers: number; connections: number };
 }
 
+/** 127.0.0.1, ::1, localhost: an address only this machine can reach. */
+export const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
 export function createRelay(options: RelayOptions = {}): Relay {
   const log = options.logger ?? pino({ level: 'silent' });
   const relayId = options.relayId ?? `sft-relay-${crypto.randomBytes(6).toString('hex')}`;

@@ -83,8 +83,8 @@ const openClients = new Set<RelayClient>();
 type Session = Awaited<ReturnType<typeof openSession>>;
 
 /** `beforeJoin` sets up what must listen from the first message on (an Inbox). */
-async function connect(options: CommonOptions, beforeJoin?: (client: RelayClient, session: Session) => void) {
-  const session = await openSession(options);
+async function connect(options: CommonOptions, beforeJoin?: (client: RelayClient, session: Session) => void, opened?: Session) {
+  const session = opened ?? (await openSession(options));
   const token = await resolveToken(options);
   const ca = options.ca ? await readOptionFile('--ca', options.ca) : undefined;
   // Reconnect after a drop: a running transfer then resumes where it stopped (sender.ts, receiver.ts).
@@ -141,7 +141,7 @@ function program(): Command {
     .option('--json', 'print JSON')
     .action(async (options: Pick<CommonOptions, 'identity'> & { json?: boolean }) => {
       const { identity } = await openSession(options);
-      if (options.json) process.stdout.write(`${JSON.stringify({ peerId: identity.peerId, fingerprint: fingerprint(identity) })}\n`);
+      if (options.json) printJson({ peerId: identity.peerId, fingerprint: fingerprint(identity) });
       else process.stdout.write(`peer id:     ${identity.peerId}\nfingerprint: ${fingerprint(identity)}\n`);
     });
 
@@ -151,7 +151,7 @@ function program(): Command {
       const { client, trust } = await connect(options);
       const peers = [...client.peers.values()].sort((a, b) => a.name.localeCompare(b.name));
       if (options.json) {
-        process.stdout.write(JSON.stringify(peers.map((p) => ({ peerId: p.peerId, name: p.name, verified: trust.verdict(p.peerId, p.name) === 'verified', trust: trust.verdict(p.peerId, p.name) }))) + '\n');
+        printJson(peers.map((p) => ({ peerId: p.peerId, name: p.name, verified: trust.verdict(p.peerId, p.name) === 'verified', trust: trust.verdict(p.peerId, p.name) })));
       } else if (peers.length === 0) {
         process.stdout.write('Nobody else is online.\n');
       } else {
@@ -172,7 +172,7 @@ function program(): Command {
       if (trust.verdict(peer.peerId, peer.name) === 'changed') process.stderr.write(`${KEY_CHANGED_WARNING(peer)}\nVerifying this key makes it the one "${escapeForDisplay(peer.name)}" is pinned to.\n`);
       say(`Safety number with ${escapeForDisplay(peer.name)}:\n\n  ${number}\n\nRead it to each other (in person or on a call). If it matches, nobody sits between you.\n`);
       const ok = options.yes || (process.stdin.isTTY && (await confirm('Do the numbers match?')));
-      if (options.json) process.stdout.write(`${JSON.stringify({ peerId: peer.peerId, name: peer.name, safetyNumber: number, verified: Boolean(ok) })}\n`);
+      if (options.json) printJson({ peerId: peer.peerId, name: peer.name, safetyNumber: number, verified: Boolean(ok) });
       if (ok) {
         trust.markVerified(peer.peerId, peer.name);
         await saveTrustFile(trustFile, trust);
@@ -195,13 +195,14 @@ function program(): Command {
     .action(async (paths: string[], options: CommonOptions & { to: string; json?: boolean; trustChangedKey?: boolean }) => {
       // A mistyped path is the user's to fix before anyone is contacted; unless an interrupted send
       // of these very paths is journaled, whose resume reports the vanished file and clears it.
+      const session = await openSession(options);
       const missing = await firstMissing(paths);
       if (missing !== undefined) {
         const wanted = paths.map((p) => path.resolve(p)).join('\0');
-        const journaled = (await openSession(options).then((s) => s.journal.outgoing())).some((r) => r.paths.join('\0') === wanted);
+        const journaled = (await session.journal.outgoing()).some((r) => r.paths.join('\0') === wanted);
         if (!journaled) throw new SftError('IO', `${escapeForDisplay(missing)} does not exist.`);
       }
-      const { client, trust, journal } = await connect(options);
+      const { client, trust, journal } = await connect(options, undefined, session);
       const names = options.to.split(',').map((s) => s.trim());
       // The same command again after an earlier `sft send` was killed: continue that transfer.
       const journaled = await journaledSend(journal, paths, names, client.resumeGraceMs);
@@ -251,11 +252,12 @@ function program(): Command {
     .option('--json', 'print each result as JSON')
     .action(async (options: CommonOptions & { json?: boolean }) => {
       // Nothing to resume needs no relay: say so even when it cannot be reached.
-      if ((await openSession(options).then((session) => session.journal.outgoing())).length === 0) {
+      const session = await openSession(options);
+      if ((await session.journal.outgoing()).length === 0) {
         process.stderr.write('No interrupted transfers to resume.\n');
         return;
       }
-      const { client, journal } = await connect(options);
+      const { client, journal } = await connect(options, undefined, session);
       const graceMs = client.resumeGraceMs;
       let exit: number = EXIT_CODES.ok;
       const records: OutgoingRecord[] = [];
@@ -296,7 +298,7 @@ function program(): Command {
         if ('result' in outcome) exit = Math.max(exit, reportSent(outcome.result, outcome.to, options.json));
         else {
           process.stderr.write(`Transfer ${outcome.record.transferId} not resumed: ${escapeForDisplay(outcome.error.message)} (${outcome.error.code})\n`);
-          if (options.json) process.stdout.write(`${JSON.stringify({ transferId: outcome.record.transferId, error: { code: outcome.error.code, message: outcome.error.message } })}\n`);
+          if (options.json) printJson({ transferId: outcome.record.transferId, error: outcome.error });
           exit = Math.max(exit, exitCodeFor(outcome.error.code));
         }
       }
@@ -395,7 +397,7 @@ async function handleOffer(offer: IncomingOffer, options: { out: string; yes?: b
     if (changed) process.stderr.write('Declined: the key changed.\n');
     else if (!process.stdin.isTTY && !options.yes) process.stderr.write('Declined (not a terminal; use --yes to accept without asking).\n');
     offer.decline();
-    if (options.json) process.stdout.write(`${JSON.stringify({ transferId: offer.transferId, from: senderOf(offer.sender), declined: true, keyChanged: changed })}\n`);
+    if (options.json) printJson({ transferId: offer.transferId, from: senderOf(offer.sender), declined: true, keyChanged: changed });
     return changed ? EXIT_CODES.security : EXIT_CODES.declined;
   }
   const progress = progressPrinter('receiving');
@@ -408,7 +410,7 @@ async function reportReceived(transferId: string, sender: PeerInfo, receiving: P
   try {
     const result = await receiving;
     progress.end();
-    if (json) process.stdout.write(`${JSON.stringify({ transferId, from: senderOf(sender), files: result.files, plainBytes: result.plainBytes, durationMs: Math.round(result.durationMs) })}\n`);
+    if (json) printJson({ transferId, from: senderOf(sender), files: result.files, plainBytes: result.plainBytes, durationMs: Math.round(result.durationMs) });
     else for (const f of result.files) process.stdout.write(`Saved ${f.savedAs} (${formatBytes(f.size)})\n`);
     process.stderr.write(`Received ${formatBytes(result.plainBytes)} ${timeAndRate(result.plainBytes, result.durationMs)}; every chunk verified.\n`);
     return EXIT_CODES.ok;
@@ -416,14 +418,14 @@ async function reportReceived(transferId: string, sender: PeerInfo, receiving: P
     progress.end();
     const e = toSftError(error);
     process.stderr.write(`Transfer failed: ${escapeForDisplay(e.message)} (${e.code}). Nothing partial was kept.\n`);
-    if (json) process.stdout.write(`${JSON.stringify({ transferId, from: senderOf(sender), error: { code: e.code, message: e.message } })}\n`);
+    if (json) printJson({ transferId, from: senderOf(sender), error: e });
     return exitCodeFor(e.code);
   }
 }
 
 /** Prints who got what (stdout) and who did not (stderr); returns the exit code. */
 function reportSent(result: SendResult, to: readonly PeerInfo[], json: boolean | undefined): number {
-  if (json) process.stdout.write(JSON.stringify(result) + '\n');
+  if (json) printJson(result);
   let exit: number = EXIT_CODES.ok;
   for (const r of result.recipients) {
     const name = escapeForDisplay(to.find((p) => p.peerId === r.peerId)?.name ?? r.peerId);
@@ -481,6 +483,11 @@ async function firstMissing(paths: readonly string[]): Promise<string | undefine
   return undefined;
 }
 
+/** `--json`: one line of JSON on stdout (an SftError serialises itself as {code, message}). */
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
 /** Recipients' names, for messages (escaped: they are whatever each peer chose). */
 function namesOf(peers: readonly PeerInfo[]): string {
   return peers.map((p) => escapeForDisplay(p.name)).join(', ');
@@ -492,13 +499,13 @@ program()
     if (error instanceof CommanderError) {
       // Commander has said what was wrong (and shown the help); --help and --version exit 0.
       process.exitCode = error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
-      if (error.exitCode !== 0 && process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { code: 'USAGE', message: error.message.replace(/^error: /, '') } })}\n`);
+      if (error.exitCode !== 0 && process.argv.includes('--json')) printJson({ error: new SftError('USAGE', error.message.replace(/^error: /, '')) });
       return;
     }
     const e = toSftError(error);
     process.stderr.write(`sft: ${e.message} (${e.code})\n`);
     // A script that asked for JSON gets JSON on failure too.
-    if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
+    if (process.argv.includes('--json')) printJson({ error: e });
     process.exitCode = exitCodeFor(e.code);
   })
   .finally(async () => {

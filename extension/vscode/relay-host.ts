@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import * as vscode from 'vscode';
-import { createRelay, type Relay } from '../../server/relay';
+import { createRelay, isLoopbackHost, type Relay } from '../../server/relay';
 import { SftError } from '../core/errors';
 import { settings } from './settings';
 import type { Log } from './log';
@@ -27,6 +27,8 @@ export interface RunningRelay {
   readonly localUrl: string;
   /** What teammates connect to: one URL per reachable address. */
   readonly inviteUrls: readonly string[];
+  /** Every address the relay answers to (join proofs are bound to them): the above and localhost. */
+  readonly addresses: readonly string[];
   readonly token: string;
 }
 
@@ -58,7 +60,7 @@ export class RelayHost implements vscode.Disposable {
     const port = settings.relayPort() || (await freePort(host).catch((error: unknown) => Promise.reject(listenError(error, host, 0))));
     const token = await this.token();
     const inviteUrls = reachableUrls(host, port);
-    const localUrl = `http://${isWildcard(host) || isLoopback(host) ? '127.0.0.1' : bracket(host)}:${port}`;
+    const localUrl = `http://${isWildcard(host) || isLoopbackHost(host) ? '127.0.0.1' : bracket(host)}:${port}`;
     const addresses = [...new Set([localUrl, `http://localhost:${port}`, ...inviteUrls])];
     const auditDir = this.context.globalStorageUri.fsPath;
     await vscode.workspace.fs.createDirectory(this.context.globalStorageUri);
@@ -82,8 +84,7 @@ export class RelayHost implements vscode.Disposable {
       throw listenError(error, host, port);
     }
     this.relay = relay;
-    this.addresses = addresses;
-    this.info = { localUrl, inviteUrls, token, localOnly: isLoopback(host) };
+    this.info = { localUrl, inviteUrls, addresses, token, localOnly: isLoopbackHost(host) };
     this.log.info(`Relay started on ${host}:${port}; audit log in ${auditDir}.`);
     this.changeEmitter.fire(this.info);
     return this.info;
@@ -102,11 +103,9 @@ export class RelayHost implements vscode.Disposable {
 
   /** Whether `url` reaches the running relay, through any of the addresses it answers to. */
   serves(url: string | undefined): boolean {
-    if (!url || !this.info) return false;
-    const origin = originOf(url);
-    return origin !== undefined && this.addresses.some((a) => originOf(a) === origin);
+    const origin = url === undefined ? undefined : originOf(url);
+    return origin !== undefined && this.info !== undefined && this.info.addresses.some((a) => originOf(a) === origin);
   }
-  private addresses: readonly string[] = [];
 
   /** Peers joined to the running relay (this window among them, when it is connected to it). */
   peers(): number {
@@ -181,7 +180,6 @@ export function parseInvite(text: string): { url: string; token?: string } {
 }
 
 const isWildcard = (host: string) => host === '0.0.0.0' || host === '::';
-const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
 const bracket = (host: string) => (host.includes(':') ? `[${host}]` : host);
 
 /** Addresses teammates can use: every non-internal interface for a wildcard bind, else the one bound. */

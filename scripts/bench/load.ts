@@ -27,7 +27,7 @@ import { Identity } from '../../extension/core/crypto/identity';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Inbox } from '../../extension/core/transfer/receiver';
 import { sha256File } from '../hash';
-import { DIST, GiB, MiB, PROBE, finish, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
+import { DIST, MiB, PROBE, finish, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
 import { warmPages } from './pages';
 import { statusBytes } from './procfs';
 
@@ -314,7 +314,7 @@ export async function runTransfers(work: string, transfers: number, megabytes: n
     // single-transfer throughput. (A single 20 MiB transfer is over in a tenth of a second, too
     // short to measure steadily.)
     const single = async () => {
-      warmPages(size * transfers + 2 * GiB);
+      warmPages(size * transfers);
       const sent = await senders.ask<Sent>({ type: 'send', jobs: [{ client: 0, to: 'r0', file: files }] }, timeout);
       check(sent);
       // Every file lands in r0's folder: check them there, then move them out of the way.
@@ -326,7 +326,7 @@ export async function runTransfers(work: string, transfers: number, megabytes: n
       return sent.ms / 1000;
     };
     const singleSeconds = [await single()];
-    warmPages(size * transfers + 2 * GiB);
+    warmPages(size * transfers);
     const all = await senders.ask<Sent>({ type: 'send', jobs: files.map((file, i) => ({ client: i, to: `r${i}`, file: [file] })) }, timeout);
     check(all);
     await verify('the simultaneous transfers');

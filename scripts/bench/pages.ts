@@ -28,6 +28,8 @@ const BALLOONS = '/sys/bus/virtio/drivers/virtio_balloon';
 /** VIRTIO_BALLOON_F_REPORTING, the free page reporting feature (virtio spec 5.5.3). */
 const REPORTING_FEATURE = 5;
 const PIECE = 256 * 1024 * 1024;
+/** More than a transfer writes: what one reporting pass may take back still leaves enough (above). */
+const MARGIN = 2 * 1024 ** 3;
 /** Left free whatever is asked: warming must never push the machine into the OOM killer. */
 const SPARE = 1024 ** 3;
 
@@ -52,10 +54,13 @@ export function pageCondition(): PageCondition {
   return reportsFreePages() ? 'warmed' : 'as found';
 }
 
-/** Touches `bytes` of fresh memory (less, if the machine has not that much free) in a child process, which then exits and frees it. */
+/**
+ * Before a transfer that writes `bytes`: touches that much fresh memory and MARGIN more (less, if
+ * the machine has not that much free) in a child process, which then exits and frees it.
+ */
 export function warmPages(bytes: number): void {
   if (pageCondition() !== 'warmed') return;
-  const pieces = Math.floor(Math.min(bytes, os.freemem() - SPARE) / PIECE);
+  const pieces = Math.floor(Math.min(bytes + MARGIN, os.freemem() - SPARE) / PIECE);
   if (pieces < 1) return;
   const script = `const kept = []; for (let i = 0; i < ${pieces}; i++) kept.push(Buffer.allocUnsafeSlow(${PIECE}).fill(1));`;
   const result = spawnSync(process.execPath, ['--max-old-space-size=64', '-e', script], { stdio: 'inherit' });

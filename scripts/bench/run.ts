@@ -136,7 +136,7 @@ async function runMemory(work: string, sizesMiB: number[]): Promise<MemoryFigure
     const outDir = path.join(work, `memory-out-${mebibytes}`);
     process.stdout.write(`memory: ${mebibytes} MiB through sft…\n`);
     await randomFile(file, mebibytes * 2 ** 20);
-    warmPages(mebibytes * 2 ** 20 + 2 * GiB);
+    warmPages(mebibytes * 2 ** 20);
     const figures = await runSft(work, file, outDir, 1000 + mebibytes);
     if ((await sha256File(path.join(outDir, path.basename(file)))) !== (await sha256File(file))) throw new Error(`sft corrupted the ${mebibytes} MiB file`);
     await fs.rm(outDir, { recursive: true });
@@ -256,7 +256,7 @@ async function main() {
         // machine nor what ran just before favours one path.
         for (const p of active.map((_, i) => active[(i + run) % active.length]!)) {
           const name = PATH_NAMES[p];
-          warmPages(size + 2 * GiB);
+          warmPages(size);
           if (p === 'tcp' || p === 'aead') {
             const out = path.join(work, `${name}-out.bin`);
             results[name]!.push(await runTcp(work, file, out, p === 'aead'));

@@ -90,43 +90,32 @@ test('a killed receiver that stays away past the grace period: both sides report
   assert.deepEqual(await t.journals('bob'), [], "the receiver's journal is gone");
 });
 
-test('a source deleted while its sender was down: the same command reports it (SOURCE_CHANGED) and clears the journals on both sides', async () => {
-  const t = await setUp();
-  const bob = await t.receive();
-  const alice = t.send();
-  await t.journaledChunks(EARLY);
-  alice.child.kill('SIGKILL');
-  await alice.exited;
-  await fs.rm(t.src);
-  // The path no longer exists, but a send of it is journaled: it goes to the relay to be called off.
-  const alice2 = t.send();
-  assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
-  assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
-  assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
-  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
-  assert.deepEqual(await t.journals('alice'), []);
-  assert.deepEqual(await t.journals('bob'), []);
-});
+// A source deleted, or changed (same size, another modification time: the journal recorded the one
+// the offer was sealed with), while its sender was down: the same command goes to the relay (for
+// a deleted path too, since its send is journaled), and both sides end with SOURCE_CHANGED.
+for (const [what, alter] of [
+  ['deleted', (file: string) => fs.rm(file)],
+  ['changed', (file: string) => fs.utimes(file, new Date(), new Date(Date.now() - 3_600_000))],
+] as const) {
+  test(`a source ${what} while its sender was down is reported, not sent: SOURCE_CHANGED on both sides, journals cleared`, async () => {
+    const t = await setUp();
+    const bob = await t.receive();
+    const alice = t.send();
+    await t.journaledChunks(EARLY);
+    alice.child.kill('SIGKILL');
+    await alice.exited;
+    await alter(t.src);
 
-test('a source that changed while its sender was down is reported, not sent: SOURCE_CHANGED on both sides', async () => {
-  const t = await setUp();
-  const bob = await t.receive();
-  const alice = t.send();
-  await t.journaledChunks(EARLY);
-  alice.child.kill('SIGKILL');
-  await alice.exited;
-  // Same size, another modification time: the journal recorded the one the offer was sealed with.
-  await fs.utimes(t.src, new Date(), new Date(Date.now() - 3_600_000));
-
-  const alice2 = t.send();
-  assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
-  assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
-  assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
-  assert.match(bob.stderr.join('\n'), /SOURCE_CHANGED/);
-  assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
-  assert.deepEqual(await t.journals('alice'), []);
-  assert.deepEqual(await t.journals('bob'), []);
-});
+    const alice2 = t.send();
+    assert.equal(await alice2.exited, EXIT_CODES.io, log(alice2));
+    assert.match(alice2.stderr.join('\n'), /SOURCE_CHANGED/);
+    assert.equal(await bob.exited, EXIT_CODES.io, log(bob));
+    assert.match(bob.stderr.join('\n'), /SOURCE_CHANGED/);
+    assert.deepEqual(await listTree(t.out), [], 'the partial file was removed');
+    assert.deepEqual(await t.journals('alice'), []);
+    assert.deepEqual(await t.journals('bob'), []);
+  });
+}
 
 test('a sender that gives up (Ctrl-C) while its killed receiver is down: the restarted receiver learns CANCELLED at once and removes the partial file', async () => {
   // A grace period far longer than the test: only the relay's notice can end bob's journal early.

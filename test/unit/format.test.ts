@@ -31,9 +31,9 @@ test('every size the settings editor accepts is one parseBytes reads (no valid-l
   for (const key of sizes) {
     const pattern = properties[key]?.pattern;
     assert.ok(pattern, `${key} has a pattern`);
-    for (const sample of samples) {
-      if (new RegExp(pattern).test(sample)) assert.notEqual(parseBytes(sample), undefined, `${key} accepts "${sample}"`);
-    }
+    const accepted = samples.filter((sample) => new RegExp(pattern).test(sample));
+    assert.ok(accepted.includes('2Gi') && accepted.includes('5MB'), `${key} accepts the usual sizes`);
+    for (const sample of accepted) assert.notEqual(parseBytes(sample), undefined, `${key} accepts "${sample}"`);
     const fallback = properties[key]?.default;
     if (typeof fallback === 'string' && fallback !== '') assert.notEqual(parseBytes(fallback), undefined, `${key}'s default`);
   }
