@@ -10,6 +10,9 @@ import pino from 'pino';
 import { createRelay, isLoopbackHost } from './relay';
 import { CONFIG_KEYS, ConfigError, envOf, flagOf, loadAllowList, loadTokens, readConfigFile, redacted, validateConfig, type RelayConfig } from './config';
 import { versionLine } from '../extension/core/version';
+import { keepFreedMemoryForReuse } from '../extension/core/allocator';
+
+keepFreedMemoryForReuse(); // Forwarded chunks reuse freed memory instead of faulting in new pages (allocator.ts).
 
 const HELP: Record<string, string> = {
   host: 'address to listen on (0.0.0.0: every interface) [127.0.0.1]',

@@ -22,6 +22,9 @@ import { TransferJournal, type OutgoingRecord } from '../core/transfer/journal';
 import { confirm, progressPrinter } from './terminal';
 import { EXIT_CODES, exitCodeFor } from './exit-codes';
 import { versionLine } from '../core/version';
+import { keepFreedMemoryForReuse } from '../core/allocator';
+
+keepFreedMemoryForReuse(); // Chunks reuse freed memory instead of faulting in new pages (allocator.ts).
 
 /** The login name; a container or CI job may run as a user id with no account, which has none. */
 function defaultName(): string {

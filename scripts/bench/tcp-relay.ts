@@ -18,6 +18,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { keepFreedMemoryForReuse } from '../../extension/core/allocator';
+
+// The baselines keep freed memory as sft and sft-relay do, so that neither side of a comparison
+// pays for page faults the other does not (extension/core/allocator.ts).
+keepFreedMemoryForReuse();
 
 const [mode, port, file] = process.argv.slice(2);
 const CHUNK = 1024 * 1024;
