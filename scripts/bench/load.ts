@@ -22,6 +22,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
+import { keepFreedMemoryForReuse } from '../../extension/core/allocator';
 import { RelayClient } from '../../extension/core/client';
 import { Identity } from '../../extension/core/crypto/identity';
 import { sendFiles } from '../../extension/core/transfer/sender';
@@ -47,6 +48,8 @@ type Command =
   | { type: 'close' };
 
 export async function loadWorker(): Promise<void> {
+  // The workers stand in for sft processes, and keep freed memory as sft does (allocator.ts).
+  keepFreedMemoryForReuse();
   // Each client's connection leaves from the loopback address given for it (see above). The
   // Socket.IO client opens its WebSocket with agent: false, so Node makes a new http.Agent per
   // connection and connects through Agent.prototype.createConnection: the worker gives that the
