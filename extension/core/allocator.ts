@@ -20,8 +20,8 @@
  * chunks instead of going back to the kernel. Peak RSS does not change (what a transfer frees is
  * what it takes again); idle RSS does not either, since nothing is kept that was never used.
  *
- * An administrator's own MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ turns the dynamic
- * thresholds off, and then this does nothing. Other C libraries (macOS, Windows, musl) are not
+ * An administrator's own MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ (or their GLIBC_TUNABLES
+ * forms) turns the dynamic thresholds off, and then this does nothing. Other C libraries (macOS, Windows, musl) are not
  * affected: there the block is a plain allocation that is freed again, so it runs on Linux only.
  *
  * The VS Code extension does not do this: the thresholds are process-wide, and the extension host
