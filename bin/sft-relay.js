@@ -1,2 +1,2 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 require('../dist/relay.js');

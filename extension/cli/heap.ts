@@ -1,6 +1,6 @@
 /**
- * Heap sizing for the `sft` process. Imported first by `main.ts`, so it runs before anything else
- * is loaded.
+ * Heap sizing for the `sft` process (and the benchmark's load workers, which stand in for `sft`
+ * processes). `main.ts` calls it first thing.
  *
  * A transfer allocates buffers much faster than it allocates JavaScript objects: every 1 MiB
  * chunk is read from a socket, decrypted or encrypted, and framed. Those buffers live outside V8's
@@ -27,6 +27,8 @@ import v8 from 'node:v8';
 
 export const HEAP_GROWING_PERCENT = 400;
 
-if (!process.execArgv.some((flag) => flag.startsWith('--heap-growing-percent'))) {
-  v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+export function sizeHeapForStreaming(): void {
+  if (!process.execArgv.some((flag) => flag.startsWith('--heap-growing-percent'))) {
+    v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  }
 }

@@ -3,7 +3,7 @@
  * for build servers and terminals. Results go to stdout, progress and diagnostics to stderr, and
  * the exit code tells scripts what happened (see EXIT_CODES).
  */
-import './heap'; // First: sizes the heap before anything else loads (see heap.ts).
+import { sizeHeapForStreaming } from './heap';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { EXIT_CODES, exitCodeFor } from './exit-codes';
 import { versionLine } from '../core/version';
 import { keepFreedMemoryForReuse } from '../core/allocator';
 
+sizeHeapForStreaming(); // Few full collections while chunks stream (heap.ts).
 keepFreedMemoryForReuse(); // Chunks reuse freed memory instead of faulting in new pages (allocator.ts).
 
 /** The login name; a container or CI job may run as a user id with no account, which has none. */

@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
+import { RELAY_NODE_FLAGS } from '../../server/heap';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const DIST = path.join(ROOT, 'dist');
@@ -31,11 +32,11 @@ export interface Started {
 }
 
 /** A Node program with the probe preloaded: its CPU and peak RSS are written when it exits. */
-export function startNode(work: string, label: string, script: string, args: string[], ipc = false): Started {
+export function startNode(work: string, label: string, script: string, args: string[], ipc = false, nodeFlags: readonly string[] = []): Started {
   const probe = path.join(work, `${label}-${crypto.randomBytes(4).toString('hex')}.json`);
   // SFT_BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") passes flags to every measured process.
   const flags = (process.env.SFT_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...flags, '--require', PROBE, script, ...args], {
+  const child = spawn(process.execPath, [...nodeFlags, ...flags, '--require', PROBE, script, ...args], {
     env: { ...process.env, SFT_BENCH_PROBE: probe },
     stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
@@ -43,6 +44,11 @@ export function startNode(work: string, label: string, script: string, args: str
   for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (l) => lines.push(l));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, lines, exited, probe };
+}
+
+/** An sft-relay, run with the Node flags every launcher of the relay gives it (server/heap.ts). */
+export function startRelayNode(work: string, label: string, args: string[]): Started {
+  return startNode(work, label, path.join(DIST, 'relay.js'), args, false, RELAY_NODE_FLAGS);
 }
 
 export async function waitForLine(s: Started, pattern: RegExp): Promise<RegExpMatchArray> {

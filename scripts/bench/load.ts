@@ -23,12 +23,13 @@ import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
 import { keepFreedMemoryForReuse } from '../../extension/core/allocator';
+import { sizeHeapForStreaming } from '../../extension/cli/heap';
 import { RelayClient } from '../../extension/core/client';
 import { Identity } from '../../extension/core/crypto/identity';
 import { sendFiles } from '../../extension/core/transfer/sender';
 import { Inbox } from '../../extension/core/transfer/receiver';
 import { sha256File } from '../hash';
-import { DIST, MiB, PROBE, finish, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
+import { DIST, MiB, PROBE, finish, median, randomFile, startRelayNode, waitForLine, type ProcessFigures, type Started } from './common';
 import { warmPages } from './pages';
 import { statusBytes } from './procfs';
 
@@ -48,7 +49,8 @@ type Command =
   | { type: 'close' };
 
 export async function loadWorker(): Promise<void> {
-  // The workers stand in for sft processes, and keep freed memory as sft does (allocator.ts).
+  // The workers stand in for sft processes: heap and memory as sft sets them (heap.ts, allocator.ts).
+  sizeHeapForStreaming();
   keepFreedMemoryForReuse();
   // Each client's connection leaves from the loopback address given for it (see above). The
   // Socket.IO client opens its WebSocket with agent: false, so Node makes a new http.Agent per
@@ -186,12 +188,12 @@ async function stopWorkers(workers: Worker[]): Promise<ProcessFigures[]> {
 }
 
 async function startRelay(work: string, label: string) {
-  const relay = startNode(work, label, path.join(DIST, 'relay.js'), ['--port', '0', '--log-level', 'warn']);
+  const relay = startRelayNode(work, label, ['--port', '0', '--log-level', 'warn']);
   const [, url] = await waitForLine(relay, /^sft-relay listening on (\S+)$/);
   return { relay, url: url! };
 }
 
-async function stopRelay(relay: ReturnType<typeof startNode>): Promise<ProcessFigures> {
+async function stopRelay(relay: Started): Promise<ProcessFigures> {
   relay.child.kill('SIGTERM');
   const timer = setTimeout(() => relay.child.kill('SIGKILL'), 40_000);
   const figures = (await finish({ relay })).relay!;

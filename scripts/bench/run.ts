@@ -34,7 +34,7 @@ import path from 'node:path';
 import { formatBytes } from '../../extension/core/format';
 import { sha256File } from '../hash';
 import { startRedis } from '../redis-server';
-import { DIST, GiB, ROOT, finish, markTransferStart, median, randomFile, startNode, waitForLine, type ProcessFigures } from './common';
+import { DIST, GiB, ROOT, finish, markTransferStart, median, randomFile, startNode, startRelayNode, waitForLine, type ProcessFigures } from './common';
 import { prepareSsh, runScp, runWormhole, scpMissing, wormholeMissing, type Ssh } from './external';
 import { loadWorker, runIdle, runTransfers, type IdleFigures, type TransfersFigures } from './load';
 import { pageCondition, warmPages } from './pages';
@@ -76,7 +76,7 @@ async function runTcp(work: string, file: string, out: string, aead: boolean): P
 }
 
 async function runSft(work: string, file: string, outDir: string, run: number): Promise<RunFigures> {
-  const relay = startNode(work, 'relay', path.join(DIST, 'relay.js'), ['--port', '0', '--log-level', 'warn']);
+  const relay = startRelayNode(work, 'relay', ['--port', '0', '--log-level', 'warn']);
   const [, url] = await waitForLine(relay, /^sft-relay listening on (\S+)$/);
   const common = ['--relay', url!, '--identity'];
   const receiver = startNode(work, 'receiver', path.join(DIST, 'cli.js'), ['receive', '--out', outDir, '--yes', '--once', '--name', `recv${run}`, ...common, path.join(work, 'id-recv')]);
@@ -94,8 +94,8 @@ async function runSftTwoNodes(work: string, file: string, outDir: string, run: n
   const redis = await startRedis();
   try {
     const nodeArgs = ['--port', '0', '--log-level', 'warn', '--redis', redis.url];
-    const relay = startNode(work, 'relay', path.join(DIST, 'relay.js'), nodeArgs);
-    const relay2 = startNode(work, 'relay2', path.join(DIST, 'relay.js'), nodeArgs);
+    const relay = startRelayNode(work, 'relay', nodeArgs);
+    const relay2 = startRelayNode(work, 'relay2', nodeArgs);
     const [, senderUrl] = await waitForLine(relay, /^sft-relay listening on (\S+)$/);
     const [, receiverUrl] = await waitForLine(relay2, /^sft-relay listening on (\S+)$/);
     const identity = ['--identity'];
