@@ -487,12 +487,17 @@ export function notificationToasts(page: Page): Locator {
   return page.locator('.notifications-toasts .notification-toast');
 }
 
-/** The rows of the Notification Center, which it opens first: works with and without the smoke-test driver. */
-export async function notificationRows(page: Page): Promise<Locator> {
+/**
+ * The rows of the Notification Center, which it opens first: works with and without the smoke-test
+ * driver. The status-bar bell toggles the center, so a click that lands while the center is still
+ * opening closes it again (seen once in a fresh-clone CI run): it clicks again until it shows.
+ */
+export async function notificationRows(page: Page, attempts = 5): Promise<Locator> {
   const center = page.locator('.notifications-center');
-  if (!(await center.isVisible())) {
+  for (let i = 0; i < attempts && !(await center.isVisible()); i++) {
     await closeMenus(page);
     await page.locator('[id="status.notifications"]').click();
+    await center.waitFor({ state: 'visible', timeout: 5_000 }).catch(() => undefined);
   }
   await center.waitFor({ state: 'visible' });
   return center.locator('.monaco-list-row');
