@@ -19,7 +19,7 @@
  * transfer cost it 2.5 times the CPU (user time 0.6 to 2.5 s per GiB), and stayed so. A relay
  * that runs for weeks is always past its first full collection. With a 64 MiB floor the relay
  * runs as it did when fresh, and the limits of a large heap (many idle clients) are unchanged:
- * 1,000 idle clients took the relay to 140 MiB RSS, as without the flag. `sft`, which is short-lived and has
- * a fixed growing factor of its own (extension/cli/heap.ts), does not need it.
+ * 1,000 idle clients took the relay to 141 MiB RSS, as without the flag. `sft`, which is
+ * short-lived and has a fixed growing factor of its own (extension/cli/heap.ts), does not need it.
  */
 export const RELAY_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];

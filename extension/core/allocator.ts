@@ -18,11 +18,13 @@
  * such block and lets it go: its pages are never touched, so it costs no memory, and once the next
  * collection frees it, up to about 62 MiB of freed memory stays with the process for the next
  * chunks instead of going back to the kernel. Peak RSS does not change (what a transfer frees is
- * what it takes again); idle RSS does not either, since nothing is kept that was never used.
+ * what it takes again), nor does a fresh process's; but RSS falls back less after a burst (a relay
+ * with 1,000 idle clients: 141 to 144 MiB instead of 135).
  *
  * An administrator's own MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ (or their GLIBC_TUNABLES
- * forms) turns the dynamic thresholds off, and then this does nothing. Other C libraries (macOS, Windows, musl) are not
- * affected: there the block is a plain allocation that is freed again, so it runs on Linux only.
+ * forms) turns the dynamic thresholds off, and then this does nothing. Other C libraries (macOS,
+ * Windows, musl) are not affected: there the block is a plain allocation that is freed again, so
+ * it runs on Linux only.
  *
  * The VS Code extension does not do this: the thresholds are process-wide, and the extension host
  * is shared with every other extension.

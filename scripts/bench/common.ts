@@ -32,13 +32,13 @@ export interface Started {
 }
 
 /** A Node program with the probe preloaded: its CPU and peak RSS are written when it exits. */
-export function startNode(work: string, label: string, script: string, args: string[], ipc = false, nodeFlags: readonly string[] = []): Started {
+export function startNode(work: string, label: string, script: string, args: string[], nodeFlags: readonly string[] = []): Started {
   const probe = path.join(work, `${label}-${crypto.randomBytes(4).toString('hex')}.json`);
   // SFT_BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") passes flags to every measured process.
   const flags = (process.env.SFT_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
   const child = spawn(process.execPath, [...nodeFlags, ...flags, '--require', PROBE, script, ...args], {
     env: { ...process.env, SFT_BENCH_PROBE: probe },
-    stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (l) => lines.push(l));
@@ -48,7 +48,7 @@ export function startNode(work: string, label: string, script: string, args: str
 
 /** An sft-relay, run with the Node flags every launcher of the relay gives it (server/heap.ts). */
 export function startRelayNode(work: string, label: string, args: string[]): Started {
-  return startNode(work, label, path.join(DIST, 'relay.js'), args, false, RELAY_NODE_FLAGS);
+  return startNode(work, label, path.join(DIST, 'relay.js'), args, RELAY_NODE_FLAGS);
 }
 
 export async function waitForLine(s: Started, pattern: RegExp): Promise<RegExpMatchArray> {
